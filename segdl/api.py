@@ -1,0 +1,202 @@
+"""The library entry point: `download(url, dest, ...)` -> `Result`.
+
+Options in, destination chosen (and existing files respected), engine run, result out. It knows
+no HTTP details: probing and transfers are the engine's and the transport's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .engine import Clock, Engine, Result
+from .errors import DestinationError, HTTPStatusError, Interrupted, NetworkError, UsageError
+from .naming import MAX_NAME_BYTES, derive_filename
+from .options import Options
+from .probe import RemoteInfo, probe
+from .progress import Listener
+from .retry import RetryPolicy, wait_before_retry
+from .sink import destination_error
+from .transport import Transport, check_url
+from .verify import Checksum
+
+# Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
+_COMPANION_ROOM = len(".segdl")
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike[str] | None = None,
+    *,
+    directory: str | os.PathLike[str] | None = None,
+    connections: int = 8,
+    min_split: int = Options.min_split,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    timeout: float = Options.timeout,
+    connect_timeout: float = Options.connect_timeout,
+    retries: int = Options.retries,
+    resume: bool = True,
+    if_exists: str = "error",
+    checksum: str | Checksum | None = None,
+    verify: bool | str = True,
+    max_redirects: int = Options.max_redirects,
+    location_trusted: bool = False,
+    allow_downgrade: bool = False,
+    trust_env: bool = True,
+    buffer_size: int = Options.buffer_size,
+    save_interval: float = Options.save_interval,
+    listener: Listener | None = None,
+    cancel: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> Result:
+    """Download `url` to `dest` (a file path) or into `directory` under the server's name.
+
+    Raises a `segdl.SegdlError` subclass on failure; no file is ever left under the final
+    name unless every byte arrived and checked out.
+    """
+    check_url(url)
+    if dest is not None and directory is not None:
+        raise UsageError("give either a destination file or a directory, not both")
+    if isinstance(checksum, str):
+        checksum = Checksum.parse(checksum)
+    header_items = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+    options = Options(
+        connections=connections,
+        min_split=min_split,
+        buffer_size=buffer_size,
+        headers=header_items,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        retries=retries,
+        resume=resume,
+        if_exists=if_exists,
+        checksum=checksum,
+        save_interval=save_interval,
+        verify=verify,
+        max_redirects=max_redirects,
+        location_trusted=location_trusted,
+        allow_downgrade=allow_downgrade,
+        trust_env=trust_env,
+    )
+    listener = listener or Listener()
+    target = _target(dest, directory)
+    transport = Transport(url, options.transport())
+    engine = Engine(transport, options, listener, cancel=cancel, clock=clock)
+    try:
+        info = _probe_with_retries(engine, transport, url)
+        final = _final_path(target, info)
+        existing = _existing(final, options.if_exists)
+        if existing is not None:
+            return _skipped(existing, info)
+        if options.if_exists == "rename" and _taken(final):
+            final = _free_name(final)
+        return engine.run(info, final)
+    finally:
+        transport.close()
+
+
+class _Target:
+    """Where the user asked the file to go: an exact file, or a directory."""
+
+    def __init__(self, file: Path | None, directory: Path | None) -> None:
+        self.file = file
+        self.directory = directory
+
+
+def _target(
+    dest: str | os.PathLike[str] | None, directory: str | os.PathLike[str] | None
+) -> _Target:
+    if dest is not None:
+        path = Path(dest)
+        if path.is_dir():
+            raise DestinationError(f"{path} is a directory (give a file name, or use a directory)")
+        parent = path.parent
+        if not parent.is_dir():
+            raise DestinationError(f"directory {parent} does not exist")
+        return _Target(path, None)
+    folder = Path(directory) if directory is not None else Path.cwd()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DestinationError(f"{folder} exists and is not a directory") from None
+    except OSError as exc:
+        raise destination_error(exc, folder, "create directory") from None
+    if not folder.is_dir():
+        raise DestinationError(f"{folder} exists and is not a directory")
+    return _Target(None, folder)
+
+
+def _final_path(target: _Target, info: RemoteInfo) -> Path:
+    if target.file is not None:
+        return target.file
+    assert target.directory is not None
+    name = derive_filename(
+        info.url, info.content_disposition, max_bytes=MAX_NAME_BYTES - _COMPANION_ROOM
+    )
+    return target.directory / name
+
+
+def _taken(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _existing(final: Path, policy: str) -> Path | None:
+    """Apply the if-exists policy; returns the path to report as skipped, or None to go on."""
+    if not _taken(final):
+        return None
+    if final.is_dir() and not final.is_symlink():
+        raise DestinationError(f"{final} is a directory")
+    if policy == "error":
+        raise DestinationError(
+            f"{final} already exists (use --overwrite, --if-exists skip or --if-exists rename)"
+        )
+    if policy == "skip":
+        return final
+    return None  # overwrite (os.replace replaces a link, never writes through it) or rename
+
+
+def _free_name(path: Path) -> Path:
+    """`name.1.ext`, `name.2.ext`, ...: the first name that is free, with its companions."""
+    stem, dot, ext = path.name.rpartition(".")
+    if not stem:
+        stem, dot, ext = path.name, "", ""
+    for i in range(1, 10000):
+        candidate = path.with_name(f"{stem}.{i}{dot}{ext}")
+        companions = (candidate.with_name(candidate.name + s) for s in (".part", ".segdl"))
+        if not _taken(candidate) and not any(_taken(c) for c in companions):
+            return candidate
+    raise DestinationError(f"no free name next to {path}")
+
+
+def _skipped(path: Path, info: RemoteInfo) -> Result:
+    return Result(
+        path=path,
+        url=info.url,
+        final_url=info.final_url,
+        size=path.stat().st_size if path.exists() else 0,
+        elapsed=0.0,
+        connections=0,
+        fetched=0,
+        resumed=0,
+        segmented=False,
+        skipped=True,
+    )
+
+
+def _probe_with_retries(engine: Engine, transport: Transport, url: str) -> RemoteInfo:
+    policy = RetryPolicy(total=engine.options.retries)
+    while True:
+        try:
+            return probe(transport, url)
+        except (NetworkError, HTTPStatusError) as exc:
+            policy = wait_before_retry(
+                policy,
+                exc,
+                sleep=engine.sleep,
+                clock=engine.clock.wall,
+                rand=engine.clock.rand,
+            )
+            if engine.cancel.is_set():
+                raise Interrupted("interrupted") from None

@@ -1,0 +1,612 @@
+"""The download engine: plan or resume, run the worker pool with work stealing, verify, commit.
+
+Data flow: `RemoteInfo` -> segments (a fresh plan, or what the control file says is missing) ->
+N worker threads, each streaming a range into the `.part` file at its own offsets -> the main
+thread samples counters for the listener and saves the control file -> every byte accounted for
+-> checksum -> `os.replace` onto the final name -> control file removed.
+
+Workers never call the listener, never log and take one uncontended lock per read buffer (to
+move their position past the bytes they just wrote, so that a thief never takes bytes twice).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import plan, state
+from .errors import (
+    DiskFullError,
+    HTTPStatusError,
+    IntegrityError,
+    Interrupted,
+    NetworkError,
+    ProtocolViolation,
+    RemoteChangedError,
+    SegdlError,
+    TransferError,
+    TruncatedError,
+)
+from .options import Options
+from .probe import RemoteInfo, probe
+from .progress import Listener, StartInfo
+from .retry import RetryPolicy, wait_before_retry
+from .sink import PartFile, free_space
+from .transport import Body, Transport, Validators
+from .verify import Checksum, file_digest, server_digest
+
+_UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
+_TICK = 0.1  # how often the main thread samples progress
+_MAX_RESTARTS = 2  # restarts from zero after the remote changed mid-run
+
+
+@dataclass
+class Clock:
+    """Time and randomness, injectable so that tests take no real time."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    rand: Callable[[], float] = random.random
+    sleep: Callable[[float], object] | None = None  # None: wait on the engine's halt event
+
+
+class Segment:
+    """`[start, stop)` of the file, written up to `pos`. `stop` only ever moves down (stealing)."""
+
+    __slots__ = ("active", "lock", "pos", "start", "stop")
+
+    def __init__(self, start: int, pos: int, stop: int) -> None:
+        self.start = start
+        self.pos = pos
+        self.stop = stop
+        self.active = False
+        self.lock = threading.Lock()
+
+    @property
+    def remaining(self) -> int:
+        return self.stop - self.pos
+
+
+@dataclass
+class Result:
+    """What `download()` returns."""
+
+    path: Path
+    url: str
+    final_url: str
+    size: int
+    elapsed: float  # seconds from the probe to the commit
+    connections: int  # worker connections started
+    fetched: int  # bytes fetched in this run
+    resumed: int  # bytes already on disk from an earlier run
+    segmented: bool  # False when one plain stream was used
+    skipped: bool = False  # True when the file existed and if_exists="skip"
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Stop(Exception):
+    """A worker leaves its loop because the job was cancelled (internal)."""
+
+
+class Job:
+    """One file's segments and the bookkeeping the workers share."""
+
+    def __init__(self, info: RemoteInfo, part: PartFile, segments: list[Segment]) -> None:
+        self.info = info
+        self.part = part
+        self.segments = segments
+        self.lock = threading.Lock()  # guards the segment list, `active` flags and counters
+        self.streaming = 0  # workers with an open body right now
+        self.retired = 0
+
+    def next_work(self, min_split: int) -> Segment | None:
+        """An unowned unfinished segment, else the back half of the largest one in flight."""
+        with self.lock:
+            for seg in self.segments:
+                if not seg.active and seg.pos < seg.stop:
+                    seg.active = True
+                    return seg
+            victim_index = plan.pick_victim([s.remaining if s.active else 0 for s in self.segments])
+            if victim_index is None:
+                return None
+            victim = self.segments[victim_index]
+            with victim.lock:
+                cut = plan.steal_point(victim.pos, victim.stop, min_split)
+                if cut is None:
+                    return None
+                stolen = Segment(cut, cut, victim.stop)
+                victim.stop = cut
+            stolen.active = True
+            self.segments.insert(victim_index + 1, stolen)
+            return stolen
+
+    def done_bytes(self) -> int:
+        return sum(s.pos - s.start for s in self.segments)
+
+    def snapshot(self) -> tuple[tuple[int, int, int], ...]:
+        """The segments as `(start, done, stop)`, consistent with each other."""
+        with self.lock:
+            return tuple((s.start, s.pos, s.stop) for s in self.segments)
+
+
+class Engine:
+    """Runs one download from a probed `RemoteInfo` to a committed file."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        options: Options,
+        listener: Listener,
+        *,
+        cancel: threading.Event | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.transport = transport
+        self.options = options
+        self.listener = listener
+        self.cancel = cancel or threading.Event()  # the caller's: set it to stop the download
+        self.clock = clock or Clock()
+        # Set when the current pool must stop (an error, or the caller's cancel); new per pool.
+        self._halt = threading.Event()
+        self.sleep = self.clock.sleep or self._interruptible_sleep
+        self.retry = RetryPolicy(total=options.retries)
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self._error: BaseException | None = None
+        self._error_lock = threading.Lock()
+        self._fetched = 0
+        self._peak = 0
+
+    # -- public -------------------------------------------------------------------------------
+    def run(self, info: RemoteInfo, final: Path) -> Result:
+        started = self.clock.monotonic()
+        part_path = final.with_name(final.name + ".part")
+        control = final.with_name(final.name + ".segdl")
+        restarts = 0
+        while True:
+            try:
+                if info.size == 0:
+                    part = PartFile.create(part_path, final)
+                    resumed, connections, segmented = 0, 0, True
+                    self.listener.start(StartInfo(info.url, final, 0, 0, 0))
+                elif info.segmentable:
+                    part, resumed, connections = self._run_segmented(info, part_path, control)
+                    segmented = True
+                else:
+                    part, resumed, connections = self._run_stream(info, part_path, control)
+                    segmented = False
+                break
+            except RemoteChangedError as exc:
+                restarts += 1
+                if restarts > _MAX_RESTARTS:
+                    raise
+                self.warn(f"{exc}; starting again from zero")
+                state.discard(control)
+                info = probe(self.transport, info.url)
+            except ProtocolViolation as exc:
+                if not info.segmentable:
+                    raise
+                self.warn(f"{exc}; falling back to a single connection")
+                state.discard(control)
+                info = RemoteInfo(
+                    url=info.url,
+                    final_url=info.final_url,
+                    size=info.size,
+                    ranges=False,
+                    validators=info.validators,
+                    content_disposition=info.content_disposition,
+                    digest=info.digest,
+                )
+        size = part.size() if info.size is None else info.size
+        self.listener.finish(size)
+        self._verify(part, size, info)
+        part.commit()
+        state.discard(control)
+        return Result(
+            path=final,
+            url=info.url,
+            final_url=info.final_url,
+            size=size,
+            elapsed=self.clock.monotonic() - started,
+            connections=connections,
+            fetched=self._fetched,
+            resumed=resumed,
+            segmented=segmented,
+            warnings=list(self.warnings),
+        )
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._halt.wait(seconds)
+        if self.cancel.is_set():
+            self._halt.set()
+
+    def warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            self.warnings.append(message)
+            self.listener.warning(message)
+
+    # -- segmented ------------------------------------------------------------------------------
+    def _run_segmented(
+        self, info: RemoteInfo, part_path: Path, control: Path
+    ) -> tuple[PartFile, int, int]:
+        assert info.size is not None
+        part, segments = self._open_or_resume(info, part_path, control)
+        job = Job(info, part, segments)
+        resumed = job.done_bytes()
+        remaining = info.size - resumed
+        workers = min(
+            self.options.connections,
+            max(sum(1 for s in segments if s.pos < s.stop), remaining // self.options.min_split),
+        )
+        self.listener.start(StartInfo(info.url, part.final, info.size, workers, resumed))
+        if remaining:
+            self._pool(job, workers, lambda: self._segment_worker(job), control)
+        if job.done_bytes() != info.size:
+            # Every worker ended without error but bytes are missing: never commit that.
+            raise TruncatedError(f"only {job.done_bytes()} of {info.size} bytes arrived")
+        return part, resumed, workers
+
+    def _open_or_resume(
+        self, info: RemoteInfo, part_path: Path, control: Path
+    ) -> tuple[PartFile, list[Segment]]:
+        assert info.size is not None
+        if self.options.resume:
+            resumed = self._try_resume(info, part_path, control)
+            if resumed is not None:
+                return resumed
+        else:
+            state.discard(control)
+        self._check_space(part_path.parent, info.size)
+        part = PartFile.create(part_path, part_path.with_name(part_path.name[: -len(".part")]))
+        part.allocate(info.size)
+        ranges = plan.split(info.size, self.options.connections, self.options.min_split)
+        segments = [Segment(a, a, b) for a, b in ranges]
+        if info.validators.empty:
+            state.discard(control)  # without a validator a resume could splice two versions
+        else:
+            self._save(Job(info, part, segments), control, sync=False)
+        return part, segments
+
+    def _try_resume(
+        self, info: RemoteInfo, part_path: Path, control: Path
+    ) -> tuple[PartFile, list[Segment]] | None:
+        assert info.size is not None
+        final = part_path.with_name(part_path.name[: -len(".part")])
+        had_part = part_path.exists() or part_path.is_symlink()
+        try:
+            saved = state.load(control)
+        except state.StateError as exc:
+            if had_part or control.exists():
+                self.warn(f"cannot resume ({exc}); starting from zero")
+            return None
+        reason = None
+        if saved.url != info.url:
+            reason = "the control file belongs to another URL"
+        elif saved.size != info.size:
+            reason = f"the remote size changed from {saved.size} to {info.size}"
+        elif Validators(saved.etag, saved.last_modified).empty:
+            reason = "the server gives no ETag or Last-Modified to check the partial file against"
+        elif (saved.etag, saved.last_modified) != (
+            info.validators.etag,
+            info.validators.last_modified,
+        ):
+            reason = "the remote file changed since the partial download"
+        if reason is None:
+            part = PartFile.reopen(part_path, final)
+            if part is None:
+                reason = "the partial file is missing"
+            elif part.size() != info.size:
+                part.close()
+                reason = "the partial file has the wrong size"
+            else:
+                return part, [Segment(a, d, b) for a, d, b in saved.segments]
+        self.warn(f"cannot resume: {reason}; starting from zero")
+        return None
+
+    def _check_space(self, directory: Path, size: int) -> None:
+        try:
+            free = free_space(directory)
+        except OSError:
+            return
+        if size > free:
+            raise DiskFullError(
+                f"not enough free space in {directory}: the file needs {size} bytes, "
+                f"{free} are available"
+            )
+
+    def _segment_worker(self, job: Job) -> None:
+        buffer = memoryview(bytearray(self.options.buffer_size))
+        while not self._halt.is_set():
+            seg = job.next_work(self.options.min_split)
+            if seg is None:
+                return
+            try:
+                if not self._fetch_segment(job, seg, buffer):
+                    return  # retired: the server refused one connection too many
+            finally:
+                seg.active = False
+
+    def _fetch_segment(self, job: Job, seg: Segment, buffer: memoryview) -> bool:
+        """Stream `seg` to the end; False when this worker retires instead."""
+        info = job.info
+        assert info.size is not None
+        policy = self.retry
+        while True:
+            self._check_cancel()
+            pos, stop = seg.pos, seg.stop
+            if pos >= stop:
+                return True
+            try:
+                body = self.transport.open_range(
+                    info.final_url, pos, stop, total=info.size, validators=info.validators
+                )
+            except (NetworkError, HTTPStatusError) as exc:
+                if self._should_retire(job, exc):
+                    return False
+                policy = self._backoff(policy, exc)
+                continue
+            with job.lock:
+                job.streaming += 1
+                self._peak = max(self._peak, job.streaming)
+            try:
+                self._pump(seg, body, buffer, job.part)
+                if seg.pos >= stop:
+                    body.check_no_more()
+            except NetworkError as exc:
+                if seg.pos > pos:
+                    policy = policy.reset()
+                policy = self._backoff(policy, exc)
+            finally:
+                body.close()
+                with job.lock:
+                    job.streaming -= 1
+
+    def _pump(self, seg: Segment, body: Body, buffer: memoryview, part: PartFile) -> None:
+        # The hot loop: one read into the reused buffer, one positional write, one short lock.
+        lock = seg.lock
+        size = len(buffer)
+        halt = self._halt
+        fetched = 0
+        try:
+            while True:
+                want = seg.stop - seg.pos
+                if want <= 0:
+                    return
+                n = body.readinto(buffer[: min(size, want)])
+                if n == 0:
+                    raise TruncatedError(f"body ended early at byte {seg.pos}")
+                if halt.is_set():
+                    raise _Stop
+                with lock:
+                    pos = seg.pos
+                    end = min(pos + n, seg.stop)
+                    if end > pos:
+                        part.write_at(buffer[: end - pos], pos)
+                        seg.pos = end
+                        fetched += end - pos
+        finally:
+            with self._error_lock:
+                self._fetched += fetched
+
+    def _should_retire(self, job: Job, exc: TransferError) -> bool:
+        """Give up this connection when the server refuses extra ones but others are working."""
+        if not (isinstance(exc, HTTPStatusError) and exc.status in (429, 503)):
+            return False
+        with job.lock:
+            if job.streaming == 0:
+                return False  # nobody is getting through: wait it out instead
+            job.retired += 1
+        self.warn("the server refused some connections; going on with fewer")
+        return True
+
+    def _backoff(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
+        self._check_cancel()
+        policy = wait_before_retry(
+            policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
+        )
+        self._check_cancel()
+        return policy
+
+    def _check_cancel(self) -> None:
+        if self._halt.is_set():
+            raise _Stop
+
+    # -- single stream --------------------------------------------------------------------------
+    def _run_stream(
+        self, info: RemoteInfo, part_path: Path, control: Path
+    ) -> tuple[PartFile, int, int]:
+        state.discard(control)  # a single stream from zero cannot be resumed from a control file
+        final = part_path.with_name(part_path.name[: -len(".part")])
+        if info.size is not None:
+            self._check_space(part_path.parent, info.size)
+        part = PartFile.create(part_path, final)
+        if info.size is not None:
+            part.allocate(info.size)
+        seg = Segment(0, 0, info.size if info.size is not None else _UNKNOWN)
+        job = Job(info, part, [seg])
+        self.listener.start(StartInfo(info.url, final, info.size, 1, 0))
+        self._pool(job, 1, lambda: self._stream_worker(job, seg), None)
+        if info.size is None:
+            part.truncate(seg.pos)
+        elif seg.pos != info.size:
+            raise TruncatedError(f"only {seg.pos} of {info.size} bytes arrived")
+        return part, 0, 1
+
+    def _stream_worker(self, job: Job, seg: Segment) -> None:
+        info = job.info
+        buffer = memoryview(bytearray(self.options.buffer_size))
+        policy = self.retry
+        while True:
+            self._check_cancel()
+            # Continue where a broken stream stopped only if the server proved it can.
+            offset = seg.pos if info.ranges else 0
+            seg.pos = offset
+            try:
+                body = self.transport.open_stream(
+                    info.final_url, offset, validators=info.validators
+                )
+            except (NetworkError, HTTPStatusError) as exc:
+                policy = self._backoff(policy, exc)
+                continue
+            expected = None if body.length is None else offset + body.length
+            if info.size is not None and expected not in (None, info.size):
+                body.close()
+                raise RemoteChangedError(
+                    f"the server now announces {expected} bytes instead of {info.size}"
+                )
+            try:
+                with job.lock:
+                    job.streaming += 1
+                    self._peak = max(self._peak, job.streaming)
+                self._pump_stream(seg, body, buffer, job.part, info.size)
+                return
+            except NetworkError as exc:
+                if seg.pos > offset:
+                    policy = policy.reset()
+                policy = self._backoff(policy, exc)
+            finally:
+                body.close()
+                with job.lock:
+                    job.streaming -= 1
+
+    def _pump_stream(
+        self, seg: Segment, body: Body, buffer: memoryview, part: PartFile, size: int | None
+    ) -> None:
+        halt = self._halt
+        fetched = 0
+        try:
+            while True:
+                n = body.readinto(buffer)
+                if n == 0:
+                    break
+                if halt.is_set():
+                    raise _Stop
+                if size is not None and seg.pos + n > size:
+                    raise ProtocolViolation(f"server sent more than the {size} bytes announced")
+                part.write_at(buffer[:n], seg.pos)
+                seg.pos += n
+                fetched += n
+        finally:
+            with self._error_lock:
+                self._fetched += fetched
+        if size is not None and seg.pos != size:
+            raise TruncatedError(f"stream ended after {seg.pos} of {size} bytes")
+
+    # -- the pool and the reporter --------------------------------------------------------------
+    def _pool(
+        self, job: Job, workers: int, target: Callable[[], None], control: Path | None
+    ) -> None:
+        """Run `workers` threads of `target`; sample progress and save state until they end."""
+        self._error = None
+        self._halt = threading.Event()
+        remaining = [workers]
+        all_done = threading.Event()
+
+        def run() -> None:
+            try:
+                target()
+            except _Stop:
+                pass
+            except BaseException as exc:
+                with self._error_lock:
+                    if self._error is None:
+                        self._error = exc
+                self._halt.set()
+            finally:
+                with self._error_lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
+
+        threads = [
+            threading.Thread(target=run, name=f"segdl-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        interval = self.options.save_interval
+        next_save = self.clock.monotonic() + interval
+        total = job.info.size
+        try:
+            while not all_done.wait(_TICK):
+                self.listener.progress(job.done_bytes(), total, job.streaming)
+                if control is not None and self.clock.monotonic() >= next_save:
+                    began = self.clock.monotonic()
+                    self._save(job, control)
+                    # Syncing a large dirty file can be slow: keep its cost under a tenth.
+                    spent = self.clock.monotonic() - began
+                    next_save = self.clock.monotonic() + max(interval, 10 * spent)
+                if self.cancel.is_set():
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self._halt.set()
+            all_done.wait(1.0)
+            if control is not None:
+                self._save(job, control)
+            job.part.close()
+            self.listener.finish(job.done_bytes())
+            raise Interrupted(
+                "interrupted; run the same command again to resume"
+                if control is not None
+                else "interrupted"
+            ) from None
+        self.listener.progress(job.done_bytes(), total, 0)
+        error = self._error
+        if error is not None:
+            if control is not None and isinstance(error, SegdlError):
+                self._save(job, control)  # keep what we have for a later resume
+            job.part.close()
+            self.listener.finish(job.done_bytes())
+            raise error
+
+    def _save(self, job: Job, control: Path, *, sync: bool = True) -> None:
+        snapshot = job.snapshot()
+        if sync:
+            # The data must be durable before a control file that counts it.
+            job.part.sync()
+        info = job.info
+        assert info.size is not None
+        state.save(
+            control,
+            state.State(
+                url=info.url,
+                size=info.size,
+                etag=info.validators.etag,
+                last_modified=info.validators.last_modified,
+                segments=_merge(snapshot),
+            ),
+        )
+
+    # -- verification ---------------------------------------------------------------------------
+    def _verify(self, part: PartFile, size: int, info: RemoteInfo) -> None:
+        checks = [c for c in (self.options.checksum, server_digest(info.digest)) if c]
+        for check in checks:
+            actual = file_digest(part.read_at, size, check.algorithm)
+            if actual != check.hexdigest:
+                part.discard()
+                raise IntegrityError(_mismatch(check, actual))
+
+
+def _mismatch(check: Checksum, actual: str) -> str:
+    return (
+        f"{check.algorithm} mismatch (from {check.source}): expected {check.hexdigest}, "
+        f"got {actual}"
+    )
+
+
+def _merge(segments: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+    """Join finished neighbours so that the control file stays small however much was stolen."""
+    merged: list[tuple[int, int, int]] = []
+    for start, done, stop in segments:
+        if merged:
+            p_start, p_done, p_stop = merged[-1]
+            if p_done == p_stop == start:
+                merged[-1] = (p_start, done, stop)
+                continue
+        merged.append((start, done, stop))
+    return tuple(merged)

@@ -1,0 +1,86 @@
+"""Download options: one frozen, validated value with the defaults. Knows nothing of argv."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .plan import MIN_SPLIT_DEFAULT
+from .transport import TransportOptions
+from .verify import Checksum
+
+MAX_CONNECTIONS = 64
+IF_EXISTS = ("error", "skip", "overwrite", "rename")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_size(text: str) -> int:
+    """`1048576`, `512K`, `1M`, `1.5G` (binary multiples) -> bytes; raises UsageError."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise UsageError(f"invalid size {text!r} (use a number with an optional K, M or G suffix)")
+    number, unit = float(match[1]), match[2].upper()
+    return int(number * (1 << (10 * " KMGT".index(unit or " "))))
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """`'Name: value'` -> (name, value); raises UsageError."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not _HEADER_NAME.match(name) or any(c in value for c in "\r\n\0"):
+        raise UsageError(f"invalid header {text!r} (expected 'Name: value')")
+    return name, value
+
+
+@dataclass(frozen=True)
+class Options:
+    """How one download runs. Every field is checked on creation."""
+
+    connections: int = 8
+    min_split: int = MIN_SPLIT_DEFAULT
+    buffer_size: int = 1 << 20
+    headers: tuple[tuple[str, str], ...] = ()
+    connect_timeout: float = 15.0
+    timeout: float = 30.0  # read timeout: the longest silence tolerated mid-body
+    retries: int = 5  # consecutive failures without progress, per connection
+    resume: bool = True
+    if_exists: str = "error"
+    checksum: Checksum | None = None
+    save_interval: float = 0.25
+    verify: bool | str = True
+    max_redirects: int = 10
+    location_trusted: bool = False
+    allow_downgrade: bool = False
+    trust_env: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.connections <= MAX_CONNECTIONS:
+            raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}")
+        if self.min_split < 1:
+            raise UsageError("min split must be at least 1 byte")
+        if self.buffer_size < 1024:
+            raise UsageError("buffer size must be at least 1 KiB")
+        if not (self.timeout > 0 and self.connect_timeout > 0):
+            raise UsageError("timeouts must be positive")
+        if self.retries < 0:
+            raise UsageError("retries must be >= 0")
+        if self.if_exists not in IF_EXISTS:
+            raise UsageError(f"if_exists must be one of {', '.join(IF_EXISTS)}")
+        if self.max_redirects < 0:
+            raise UsageError("max redirects must be >= 0")
+        if self.save_interval <= 0:
+            raise UsageError("save interval must be positive")
+
+    def transport(self) -> TransportOptions:
+        return TransportOptions(
+            headers=self.headers,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.timeout,
+            verify=self.verify,
+            max_redirects=self.max_redirects,
+            location_trusted=self.location_trusted,
+            allow_downgrade=self.allow_downgrade,
+            trust_env=self.trust_env,
+        )

@@ -1,0 +1,114 @@
+"""Learn what the remote file is before planning: size, range support, validators and a name.
+
+HEAD first; when HEAD is refused, fails or gives no length, a `GET` of `bytes=0-0` whose
+Content-Range carries the total (and whose one-byte body is never read).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import requests
+
+from .errors import HTTPStatusError, NetworkError, TransferError
+from .transport import (
+    Transport,
+    Validators,
+    content_length,
+    parse_content_range,
+    status_error,
+    strong_etag,
+)
+
+
+@dataclass(frozen=True)
+class RemoteInfo:
+    """What the probe learnt about the remote file."""
+
+    url: str  # the URL the user gave
+    final_url: str  # where redirects led: ranged requests go there
+    size: int | None  # None when the server does not say (chunked)
+    ranges: bool | None  # True: confirmed/advertised, False: refused, None: unknown
+    validators: Validators
+    content_disposition: str | None = None
+    digest: str | None = None  # Repr-Digest / Content-Digest header, if any
+
+    @property
+    def segmentable(self) -> bool:
+        """Worth trying several connections: size known and ranges not refused."""
+        return self.size is not None and self.ranges is not False
+
+
+def _validators(response: requests.Response) -> Validators:
+    return Validators(
+        etag=strong_etag(response.headers.get("ETag")),
+        last_modified=response.headers.get("Last-Modified"),
+    )
+
+
+def _digest(response: requests.Response) -> str | None:
+    return response.headers.get("Repr-Digest") or response.headers.get("Content-Digest")
+
+
+def _encoded(response: requests.Response) -> bool:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    return encoding not in ("", "identity")
+
+
+def probe(transport: Transport, url: str) -> RemoteInfo:
+    """Probe `url`; raises a TransferError when neither HEAD nor a ranged GET gives an answer."""
+    head_error: TransferError | None = None
+    try:
+        response, final = transport.request("HEAD", url)
+        response.close()
+    except (NetworkError, HTTPStatusError) as exc:
+        head_error = exc
+    else:
+        size = content_length(response)
+        if response.status_code == 200 and size is not None and not _encoded(response):
+            accept = response.headers.get("Accept-Ranges", "").strip().lower()
+            ranges = True if accept == "bytes" else False if accept == "none" else None
+            return RemoteInfo(
+                url=url,
+                final_url=final,
+                size=size,
+                ranges=ranges,
+                validators=_validators(response),
+                content_disposition=response.headers.get("Content-Disposition"),
+                digest=_digest(response),
+            )
+    try:
+        return _probe_get(transport, url)
+    except TransferError as exc:
+        if head_error is not None and not isinstance(exc, HTTPStatusError):
+            raise head_error from exc
+        raise
+
+
+def _probe_get(transport: Transport, url: str) -> RemoteInfo:
+    response, final = transport.request("GET", url, {"Range": "bytes=0-0"})
+    try:
+        status = response.status_code
+        headers = response.headers
+        content_range = parse_content_range(headers.get("Content-Range"))
+        if status == 206 and content_range is not None and content_range[0] == 0:
+            size, ranges = content_range[2], True
+        elif status == 416 and headers.get("Content-Range", "").strip() == "bytes */0":
+            size, ranges = 0, True  # an empty file has no satisfiable range
+        elif status == 200:
+            size = None if _encoded(response) else content_length(response)
+            ranges = False
+        else:
+            raise status_error(response, "probe")
+        return RemoteInfo(
+            url=url,
+            final_url=final,
+            size=size,
+            ranges=ranges,
+            validators=_validators(response),
+            content_disposition=headers.get("Content-Disposition"),
+            digest=_digest(response),
+        )
+    finally:
+        # Closing without reading drops the connection instead of downloading a whole file.
+        response.close()

@@ -1,0 +1,88 @@
+"""Progress reporting: a listener interface (silent by default) and the tqdm bar.
+
+This is the only module that imports tqdm.
+
+The engine never calls a listener from a worker's hot loop: workers bump plain counters and the
+engine's reporter samples them a few times a second and calls the listener from its own thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+
+@dataclass(frozen=True)
+class StartInfo:
+    """What is about to be downloaded."""
+
+    url: str
+    path: Path
+    total: int | None  # None when the server does not say
+    connections: int  # connections planned (1 for a single stream)
+    resumed: int  # bytes already on disk from an earlier run
+
+
+class Listener:
+    """Receives progress events; subclass and override what you need. All methods are no-ops."""
+
+    def start(self, info: StartInfo) -> None:
+        """The download is about to start (after the probe and resume check)."""
+
+    def progress(self, done: int, total: int | None, connections: int) -> None:
+        """`done` bytes of `total` are on disk; `connections` are active now."""
+
+    def warning(self, message: str) -> None:
+        """Something worth telling the user happened, but the download goes on."""
+
+    def finish(self, done: int) -> None:
+        """The transfer ended (successfully or not); no more events follow for it."""
+
+
+class TqdmListener(Listener):
+    """A tqdm bar: bytes, rate, ETA and the number of active connections."""
+
+    def __init__(self, file: IO[str] | None = None, **tqdm_args: Any) -> None:
+        self._file = file
+        self._args = tqdm_args
+        self._bar: Any = None
+        self.warnings: list[str] = []
+
+    def start(self, info: StartInfo) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=info.total,
+            initial=info.resumed,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=info.path.name[:30],
+            file=self._file,
+            dynamic_ncols=True,
+            miniters=1,
+            mininterval=0.2,
+            **self._args,
+        )
+
+    def progress(self, done: int, total: int | None, connections: int) -> None:
+        bar = self._bar
+        if bar is None:
+            return
+        if total != bar.total:
+            bar.total = total
+        bar.set_postfix_str(f"{connections} conn", refresh=False)
+        bar.update(done - bar.n)
+
+    def warning(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.write(f"segdl: warning: {message}", file=self._file)
+        else:
+            self.warnings.append(message)
+
+    def finish(self, done: int) -> None:
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+            self._bar.close()
+            self._bar = None

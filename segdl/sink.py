@@ -1,0 +1,169 @@
+"""The `.part` file: created without following links, preallocated, written at offsets, committed.
+
+Workers write their bytes with positional writes, so there is no shared file position and no
+lock around writes. Only `commit()` ever puts a file under the final name, with an atomic
+`os.replace` in the destination's own directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import threading
+from pathlib import Path
+
+from .errors import DestinationError, DiskFullError
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def destination_error(exc: OSError, path: Path | str, doing: str) -> DestinationError:
+    """A one-line error for a local file-system failure."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno in _DISK_FULL:
+        return DiskFullError(f"cannot {doing} {path}: {reason}")
+    if exc.errno == errno.ELOOP:
+        reason = "it is a symbolic link"
+    return DestinationError(f"cannot {doing} {path}: {reason}")
+
+
+def free_space(directory: Path) -> int:
+    """Bytes available to us on the file system of `directory`."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+if hasattr(os, "pwrite"):
+
+    def _pwrite(fd: int, data: memoryview, offset: int, _lock: threading.Lock) -> int:
+        return os.pwrite(fd, data, offset)
+
+else:  # pragma: no cover - platforms without pwrite (Windows) serialise seek+write
+
+    def _pwrite(fd: int, data: memoryview, offset: int, _lock: threading.Lock) -> int:
+        with _lock:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.write(fd, data)
+
+
+class PartFile:
+    """An open `.part` file that becomes `final` on commit."""
+
+    def __init__(self, path: Path, final: Path, fd: int) -> None:
+        self.path = path
+        self.final = final
+        self.fd = fd
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, path: Path, final: Path) -> PartFile:
+        """A new, empty `.part` file; whatever stood at `path` (ours, or a planted link) goes."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise destination_error(exc, path, "replace") from None
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise destination_error(exc, path, "create") from None
+        return cls(path, final, fd)
+
+    @classmethod
+    def reopen(cls, path: Path, final: Path) -> PartFile | None:
+        """The existing `.part` file to resume into, or None if there is no usable one."""
+        try:
+            fd = os.open(path, os.O_RDWR | _NOFOLLOW | _CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return None  # a symlink planted at our path: never write through it
+            raise destination_error(exc, path, "open") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        return cls(path, final, fd)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def allocate(self, size: int) -> None:
+        """Reserve `size` bytes so that a full disk shows now, not at 99%."""
+        try:
+            if hasattr(os, "posix_fallocate"):
+                try:
+                    os.posix_fallocate(self.fd, 0, size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+            if self.size() != size:
+                os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise destination_error(exc, self.path, "allocate space for") from None
+
+    def truncate(self, size: int) -> None:
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise destination_error(exc, self.path, "truncate") from None
+
+    def write_at(self, data: memoryview, offset: int) -> None:
+        """Write all of `data` at `offset` (the only write primitive; safe from any thread)."""
+        try:
+            while data:
+                written = _pwrite(self.fd, data, offset, self._lock)
+                data = data[written:]
+                offset += written
+        except OSError as exc:
+            raise destination_error(exc, self.path, "write") from None
+
+    def sync(self) -> None:
+        """Make the bytes written so far durable before a control file vouches for them."""
+        try:
+            (getattr(os, "fdatasync", None) or os.fsync)(self.fd)
+        except OSError as exc:
+            raise destination_error(exc, self.path, "sync") from None
+
+    def read_at(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def commit(self) -> None:
+        """Durably rename the finished `.part` onto the final name, in the same directory."""
+        self.sync()
+        self.close()
+        try:
+            os.replace(self.path, self.final)
+        except OSError as exc:
+            raise destination_error(exc, self.final, "rename the download to") from None
+        sync_directory(self.final.parent)
+
+    def discard(self) -> None:
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync a directory so that a rename in it survives a crash (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

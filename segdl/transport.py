@@ -1,0 +1,470 @@
+"""HTTP for segdl: the only module that imports requests.
+
+It owns one `requests.Session` per thread, redirects (followed by hand so that credentials never
+cross origins), the ranged GET with every check a 206 must pass before a byte of it is written,
+the hot-path body reader, and the translation of requests/urllib3/socket errors into
+`segdl.errors`. It knows nothing of files, segments or progress.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import socket
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from .errors import (
+    ConnectError,
+    HTTPStatusError,
+    InvalidURLError,
+    NetworkError,
+    ProtocolViolation,
+    RangeIgnoredError,
+    RedirectError,
+    RemoteChangedError,
+    SegdlError,
+    TimeoutError_,
+    TLSError,
+    TruncatedError,
+)
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def check_url(url: str) -> str:
+    """Return `url` if it is an absolute http(s) URL with a host, else raise InvalidURLError."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidURLError(f"invalid URL {url!r}: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidURLError(f"unsupported URL scheme {parts.scheme or '(none)'!r} in {url!r}")
+    if not parts.hostname:
+        raise InvalidURLError(f"URL has no host: {url!r}")
+    return url
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """The (scheme, host, port) triple that decides whether credentials may be sent to `url`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What identifies one version of the remote file: a strong ETag and/or Last-Modified."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.etag is None and self.last_modified is None
+
+    def request_headers(self) -> dict[str, str]:
+        """Conditional headers that make the server refuse to serve a different version."""
+        if self.etag is not None:
+            # If-Match fails with 412 on a changed file, which tells "changed" apart from
+            # "ignores ranges" (If-Range would answer 200 in both cases).
+            return {"If-Match": self.etag}
+        if self.last_modified is not None:
+            return {"If-Range": self.last_modified}
+        return {}
+
+    def mismatch(self, headers: Mapping[str, str]) -> str | None:
+        """Describe how a response's validators differ from these, or None if they agree."""
+        etag = headers.get("ETag")
+        if self.etag is not None and etag is not None and etag != self.etag:
+            return f"ETag changed from {self.etag} to {etag}"
+        modified = headers.get("Last-Modified")
+        if self.last_modified is not None and modified not in (None, self.last_modified):
+            return f"Last-Modified changed from {self.last_modified} to {modified}"
+        return None
+
+
+def strong_etag(value: str | None) -> str | None:
+    """The ETag if it is a well-formed strong one; weak ETags cannot guard byte ranges."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class TransportOptions:
+    """How to talk HTTP: user headers, timeouts, TLS, redirects and proxies."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    connect_timeout: float = 15.0
+    read_timeout: float = 30.0
+    verify: bool | str = True
+    max_redirects: int = 10
+    location_trusted: bool = False
+    allow_downgrade: bool = False
+    trust_env: bool = True
+
+
+def translate(exc: BaseException) -> SegdlError:
+    """Map a requests/urllib3/socket/ssl exception onto the segdl tree (the one place that does)."""
+    if isinstance(exc, SegdlError):
+        return exc
+    if isinstance(exc, requests.exceptions.SSLError | ssl.SSLError):
+        return TLSError(f"TLS error: {_reason(exc)}")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return TimeoutError_(f"connect timeout: {_reason(exc)}")
+    if isinstance(
+        exc,
+        requests.exceptions.ReadTimeout | urllib3.exceptions.ReadTimeoutError | socket.timeout,
+    ):
+        return TimeoutError_(f"read timeout: the server went silent ({_reason(exc)})")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | http.client.IncompleteRead):
+        return TruncatedError(f"connection broke off mid-body: {_reason(exc)}")
+    if isinstance(
+        exc,
+        requests.exceptions.InvalidURL
+        | requests.exceptions.MissingSchema
+        | requests.exceptions.InvalidSchema,
+    ):
+        return InvalidURLError(f"invalid URL: {_reason(exc)}")
+    if isinstance(exc, urllib3.exceptions.ProtocolError | http.client.HTTPException):
+        return TruncatedError(f"connection broke off: {_reason(exc)}")
+    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        return ConnectError(f"connection failed: {_reason(exc)}")
+    if isinstance(exc, requests.exceptions.RequestException | OSError):
+        return NetworkError(f"network error: {_reason(exc)}")
+    raise TypeError(f"not a transport exception: {exc!r}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    # requests nests urllib3 errors several levels deep; the innermost message is the useful one.
+    seen: set[int] = set()
+    while exc.args and isinstance(exc.args[0], BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.args[0]
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, BaseException):
+        exc = reason
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise transport exceptions as segdl errors."""
+    try:
+        yield
+    except SegdlError:
+        raise
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        raise translate(exc) from exc
+    except http.client.HTTPException as exc:
+        raise translate(exc) from exc
+
+
+class Body:
+    """A response body read straight into the caller's buffer.
+
+    The fast path reads from the socket's buffered reader with `readinto1`, which returns as
+    soon as some bytes arrived: large reads when the link is fast, prompt returns when it is
+    slow (so a worker notices a moved boundary or a cancel), and no allocation per chunk. We
+    count the bytes ourselves, so the connection is closed, not reused, afterwards.
+    """
+
+    def __init__(self, response: requests.Response, length: int | None) -> None:
+        self.response = response
+        self.headers = response.headers
+        self.status = response.status_code
+        self.length = length  # exact number of body bytes expected, None when unknown
+        self.received = 0
+        fp: Any = getattr(response.raw, "_fp", None)
+        self._direct: Any = None
+        self._http: Any = fp if isinstance(fp, http.client.HTTPResponse) else None
+        if self._http is not None and not self._http.chunked and length is not None:
+            self._direct = self._http.fp
+
+    def readinto(self, view: memoryview) -> int:
+        """Read up to len(view) body bytes; 0 only at the clean end of the body."""
+        if self.length is not None:
+            left = self.length - self.received
+            if left <= 0:
+                return 0
+            if len(view) > left:
+                view = view[:left]
+        try:
+            if self._direct is not None:
+                n: int = self._direct.readinto1(view)
+            else:
+                data = self._read1(len(view))
+                n = len(data)
+                view[:n] = data
+        except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+            raise translate(exc) from exc
+        if n == 0 and self.length is not None:
+            raise TruncatedError(f"body ended after {self.received} of {self.length} bytes")
+        self.received += n
+        return n
+
+    def _read1(self, size: int) -> bytes:
+        if self._http is not None:
+            data: bytes = self._http.read1(size)
+            return data
+        raw: Any = self.response.raw
+        chunk: bytes = raw.read(size, decode_content=False)
+        return chunk
+
+    def check_no_more(self) -> None:
+        """After the promised bytes, make sure an unannounced-length body really ended there."""
+        if self._direct is not None:
+            return  # the length came from Content-Length, which we checked, and we read no further
+        try:
+            extra = self._read1(1)
+        except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError):
+            return
+        if extra:
+            raise ProtocolViolation(
+                f"server sent more than the {self.length} bytes it announced in Content-Range"
+            )
+
+    def close(self) -> None:
+        self.response.close()
+
+
+@dataclass
+class Transport:
+    """Sessions (one per thread), redirects and validated requests for one download."""
+
+    url: str  # the URL the user gave: its origin decides where user headers may go
+    options: TransportOptions = field(default_factory=TransportOptions)
+
+    def __post_init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
+        self._origin = origin(self.url)
+
+    # -- sessions -----------------------------------------------------------------------------
+    def session(self) -> requests.Session:
+        """This thread's session; requests sessions are not safe to share between threads."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.trust_env = self.options.trust_env
+            session.verify = self.options.verify
+            session.max_redirects = self.options.max_redirects
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    # -- requests -----------------------------------------------------------------------------
+    def headers_for(self, url: str) -> dict[str, str]:
+        """User headers allowed for `url`: all of them on the user's origin, none elsewhere."""
+        if self.options.location_trusted or origin(url) == self._origin:
+            return dict(self.options.headers)
+        return {}
+
+    def request(
+        self, method: str, url: str, extra_headers: Mapping[str, str] | None = None
+    ) -> tuple[requests.Response, str]:
+        """Send a request, following redirects by hand; returns the response and its URL."""
+        session = self.session()
+        seen = {url}
+        current = url
+        for _ in range(self.options.max_redirects + 1):
+            headers = self.headers_for(current)
+            headers["Accept-Encoding"] = "identity"
+            if extra_headers:
+                headers.update(extra_headers)
+            with translated():
+                response = session.request(
+                    method,
+                    current,
+                    headers=headers,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=(self.options.connect_timeout, self.options.read_timeout),
+                )
+            location = response.headers.get("Location")
+            if response.status_code not in _REDIRECT_STATUSES or not location:
+                return response, current
+            response.close()
+            target = urljoin(current, location)
+            scheme = urlsplit(target).scheme.lower()
+            if scheme not in ("http", "https"):
+                raise RedirectError(f"refused redirect to a {scheme or 'relative'}: URL: {target}")
+            if (
+                urlsplit(current).scheme.lower() == "https"
+                and scheme == "http"
+                and not self.options.allow_downgrade
+            ):
+                raise RedirectError(f"refused redirect from https to plain http: {target}")
+            if target in seen:
+                raise RedirectError(f"redirect loop at {target}")
+            seen.add(target)
+            current = target
+        raise RedirectError(f"more than {self.options.max_redirects} redirects from {url}")
+
+    def open_range(
+        self, url: str, start: int, stop: int, *, total: int, validators: Validators
+    ) -> Body:
+        """GET `[start, stop)` of a `total`-byte file and check the answer before any body is read.
+
+        Raises RangeIgnoredError for a 200, RemoteChangedError when the file changed, and
+        ProtocolViolation for any 206 that is not exactly the range asked for.
+        """
+        if not 0 <= start < stop <= total:
+            raise ValueError(f"bad range [{start}, {stop}) of {total}")
+        headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
+        response, _ = self.request("GET", url, headers)
+        try:
+            check_range_response(response, start, stop, total, validators)
+        except BaseException:
+            response.close()
+            raise
+        return Body(response, stop - start)
+
+    def open_stream(self, url: str, offset: int, *, validators: Validators) -> Body:
+        """GET the whole file, or from `offset` on (`bytes=offset-`) to continue a single stream.
+
+        A resumed stream must come back as a 206 starting exactly at `offset`; anything else
+        raises, and the caller starts again from zero.
+        """
+        headers = validators.request_headers() if offset else {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        response, _ = self.request("GET", url, headers)
+        try:
+            length = check_stream_response(response, offset, validators)
+        except BaseException:
+            response.close()
+            raise
+        return Body(response, length)
+
+
+def status_error(response: requests.Response, what: str) -> HTTPStatusError:
+    reason = response.reason or http.client.responses.get(response.status_code, "")
+    return HTTPStatusError(
+        f"{what}: HTTP {response.status_code} {reason}".rstrip(),
+        status=response.status_code,
+        retry_after=response.headers.get("Retry-After"),
+    )
+
+
+def _check_identity(response: requests.Response) -> None:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise ProtocolViolation(
+            f"server sent a {encoding}-encoded body although identity was requested"
+        )
+
+
+def content_length(response: requests.Response) -> int | None:
+    value = response.headers.get("Content-Length")
+    if value is None or not value.strip().isdigit():
+        return None  # absent, negative or garbage: unknown
+    return int(value)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """`bytes a-b/total` as (a, b inclusive, total or None for `*`), or None when malformed."""
+    if value is None:
+        return None
+    match = _CONTENT_RANGE.match(value)
+    if match is None:
+        return None
+    first, last, total = int(match[1]), int(match[2]), match[3]
+    if last < first:
+        return None
+    return first, last, None if total == "*" else int(total)
+
+
+def check_range_response(
+    response: requests.Response, start: int, stop: int, total: int, validators: Validators
+) -> None:
+    """Every check a ranged answer must pass before one byte of its body may be written."""
+    status = response.status_code
+    if status == 412:
+        raise RemoteChangedError("the remote file changed (If-Match failed with 412)")
+    if status == 200:
+        changed = validators.mismatch(response.headers)
+        if changed:
+            raise RemoteChangedError(f"the remote file changed: {changed}")
+        raise RangeIgnoredError("server ignored the Range header and sent the whole file")
+    if status != 206:
+        raise status_error(response, f"range {start}-{stop - 1}")
+    changed = validators.mismatch(response.headers)
+    if changed:
+        raise RemoteChangedError(f"the remote file changed: {changed}")
+    _check_identity(response)
+    content_range = parse_content_range(response.headers.get("Content-Range"))
+    if content_range is None:
+        raise ProtocolViolation(
+            f"206 without a valid Content-Range: {response.headers.get('Content-Range')!r}"
+        )
+    first, last, size = content_range
+    if (first, last) != (start, stop - 1):
+        raise ProtocolViolation(
+            f"asked for bytes {start}-{stop - 1}, server sent Content-Range {first}-{last}"
+        )
+    if size != total:
+        raise RemoteChangedError(f"remote size is now {size}, expected {total}")
+    length = content_length(response)
+    if length is not None and length != stop - start:
+        raise ProtocolViolation(
+            f"Content-Length {length} does not match range {start}-{stop - 1} "
+            f"({stop - start} bytes)"
+        )
+
+
+def check_stream_response(
+    response: requests.Response, offset: int, validators: Validators
+) -> int | None:
+    """Check a whole-file (or `offset`-onwards) answer; returns the body length if known."""
+    status = response.status_code
+    if status == 412:
+        raise RemoteChangedError("the remote file changed (If-Match failed with 412)")
+    if offset and status == 200:
+        raise RangeIgnoredError(f"server cannot continue at byte {offset}; it sent the whole file")
+    if status != (206 if offset else 200):
+        raise status_error(response, "download")
+    changed = validators.mismatch(response.headers)
+    if changed:
+        raise RemoteChangedError(f"the remote file changed: {changed}")
+    _check_identity(response)
+    length = content_length(response)
+    if offset:
+        content_range = parse_content_range(response.headers.get("Content-Range"))
+        if content_range is None or content_range[0] != offset:
+            raise ProtocolViolation(
+                f"asked to continue at byte {offset}, server sent Content-Range "
+                f"{response.headers.get('Content-Range')!r}"
+            )
+        first, last, _ = content_range
+        if length is not None and length != last - first + 1:
+            raise ProtocolViolation("Content-Length does not match Content-Range")
+        length = last - first + 1
+    return length
