@@ -11,6 +11,8 @@ move their position past the bytes they just wrote, so that a thief never takes 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -166,44 +168,19 @@ class Engine:
         started = self.clock.monotonic()
         part_path = final.with_name(final.name + ".part")
         control = final.with_name(final.name + ".segdl")
-        restarts = 0
-        while True:
-            try:
-                if info.size == 0:
-                    part = PartFile.create(part_path, final)
-                    resumed, connections, segmented = 0, 0, True
-                    self.listener.start(StartInfo(info.url, final, 0, 0, 0))
-                elif info.segmentable:
-                    part, resumed, connections = self._run_segmented(info, part_path, control)
-                    segmented = True
-                else:
-                    part, resumed, connections = self._run_stream(info, part_path, control)
-                    segmented = False
-                break
-            except RemoteChangedError as exc:
-                restarts += 1
-                if restarts > _MAX_RESTARTS:
-                    raise
-                self.warn(f"{exc}; starting again from zero")
-                state.discard(control)
-                info = probe(self.transport, info.url)
-            except ProtocolViolation as exc:
-                if not info.segmentable:
-                    raise
-                self.warn(f"{exc}; falling back to a single connection")
-                state.discard(control)
-                info = RemoteInfo(
-                    url=info.url,
-                    final_url=info.final_url,
-                    size=info.size,
-                    ranges=False,
-                    validators=info.validators,
-                    content_disposition=info.content_disposition,
-                    digest=info.digest,
-                )
-        size = part.size() if info.size is None else info.size
-        self.listener.finish(size)
-        self._verify(part, size, info)
+        try:
+            info, part, resumed, connections, segmented = self._transfer(
+                info, final, part_path, control
+            )
+            size = part.size() if info.size is None else info.size
+            self.listener.finish(size)
+            self._verify(part, size, info)
+        except BaseException:
+            # A partial file is worth keeping only while a control file vouches for it.
+            if not control.exists():
+                with contextlib.suppress(OSError):
+                    part_path.unlink()
+            raise
         part.commit()
         state.discard(control)
         return Result(
@@ -218,6 +195,36 @@ class Engine:
             segmented=segmented,
             warnings=list(self.warnings),
         )
+
+    def _transfer(
+        self, info: RemoteInfo, final: Path, part_path: Path, control: Path
+    ) -> tuple[RemoteInfo, PartFile, int, int, bool]:
+        """Fetch every byte into the `.part` file, falling back or restarting as needed."""
+        restarts = 0
+        while True:
+            try:
+                if info.size == 0:
+                    part = PartFile.create(part_path, final)
+                    self.listener.start(StartInfo(info.url, final, 0, 0, 0))
+                    return info, part, 0, 0, True
+                if info.segmentable:
+                    part, resumed, connections = self._run_segmented(info, part_path, control)
+                    return info, part, resumed, connections, True
+                part, resumed, connections = self._run_stream(info, part_path, control)
+                return info, part, resumed, connections, False
+            except RemoteChangedError as exc:
+                restarts += 1
+                if restarts > _MAX_RESTARTS:
+                    raise
+                self.warn(f"{exc}; starting again from zero")
+                state.discard(control)
+                info = probe(self.transport, info.url)
+            except ProtocolViolation as exc:
+                if not info.segmentable:
+                    raise
+                self.warn(f"{exc}; falling back to a single connection")
+                state.discard(control)
+                info = dataclasses.replace(info, ranges=False)
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._halt.wait(seconds)
