@@ -44,6 +44,9 @@ from .verify import Checksum, file_digest, server_digest
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
 _TICK = 0.1  # how often the main thread samples progress
 _MAX_RESTARTS = 2  # restarts from zero after the remote changed mid-run
+_STEAL_MIN_SECONDS = 0.5  # steal only from a range that needs at least this long to finish
+_RATE_AFTER = 0.25  # seconds of data before a connection's rate counts
+_IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth stealing
 
 
 @dataclass
@@ -59,7 +62,7 @@ class Clock:
 class Segment:
     """`[start, stop)` of the file, written up to `pos`. `stop` only ever moves down (stealing)."""
 
-    __slots__ = ("active", "lock", "pos", "start", "stop")
+    __slots__ = ("active", "lock", "opened_at", "opened_pos", "pos", "start", "stop")
 
     def __init__(self, start: int, pos: int, stop: int) -> None:
         self.start = start
@@ -67,10 +70,21 @@ class Segment:
         self.stop = stop
         self.active = False
         self.lock = threading.Lock()
+        self.opened_at: float | None = None  # when the body now being read was requested
+        self.opened_pos = pos
 
     @property
     def remaining(self) -> int:
         return self.stop - self.pos
+
+    def opened(self, now: float) -> None:
+        self.opened_at, self.opened_pos = now, self.pos
+
+    def rate(self, now: float) -> float | None:
+        """Bytes/s of the connection serving this range, once it has been measured a while."""
+        if self.opened_at is None or now - self.opened_at < _RATE_AFTER:
+            return None
+        return (self.pos - self.opened_pos) / (now - self.opened_at)
 
 
 @dataclass
@@ -105,19 +119,25 @@ class Job:
         self.streaming = 0  # workers with an open body right now
         self.retired = 0
 
-    def next_work(self, min_split: int) -> Segment | None:
-        """An unowned unfinished segment, else the back half of the largest one in flight."""
+    def next_work(self, min_split: int, now: float, thief_rate: float | None) -> Segment | None:
+        """An unowned unfinished segment, else the tail of the slowest range in flight."""
         with self.lock:
             for seg in self.segments:
                 if not seg.active and seg.pos < seg.stop:
                     seg.active = True
                     return seg
-            victim_index = plan.pick_victim([s.remaining if s.active else 0 for s in self.segments])
+            victim_index = plan.pick_victim(
+                [(s.remaining, s.rate(now)) if s.active else None for s in self.segments],
+                min_split,
+                _STEAL_MIN_SECONDS,
+            )
             if victim_index is None:
                 return None
             victim = self.segments[victim_index]
             with victim.lock:
-                cut = plan.steal_point(victim.pos, victim.stop, min_split)
+                cut = plan.steal_point(
+                    victim.pos, victim.stop, min_split, victim.rate(now), thief_rate
+                )
                 if cut is None:
                     return None
                 stolen = Segment(cut, cut, victim.stop)
@@ -125,6 +145,10 @@ class Job:
             stolen.active = True
             self.segments.insert(victim_index + 1, stolen)
             return stolen
+
+    def splittable(self, min_split: int) -> bool:
+        """Whether some range in flight is still big enough to be worth waiting to steal."""
+        return any(s.active and s.remaining >= 2 * min_split for s in self.segments)
 
     def done_bytes(self) -> int:
         return sum(s.pos - s.start for s in self.segments)
@@ -328,13 +352,23 @@ class Engine:
 
     def _segment_worker(self, job: Job) -> None:
         buffer = memoryview(bytearray(self.options.buffer_size))
+        min_split = self.options.min_split
+        rate: float | None = None  # this worker's own last measured rate
         while not self._halt.is_set():
-            seg = job.next_work(self.options.min_split)
+            seg = job.next_work(min_split, self.clock.monotonic(), rate)
             if seg is None:
-                return
+                if not job.splittable(min_split):
+                    return
+                # A range may yet turn out slow enough to be worth taking over.
+                self._halt.wait(_IDLE_POLL)
+                continue
             try:
+                began, first = self.clock.monotonic(), seg.pos
                 if not self._fetch_segment(job, seg, buffer):
                     return  # retired: the server refused one connection too many
+                elapsed = self.clock.monotonic() - began
+                if elapsed > _RATE_AFTER:
+                    rate = (seg.pos - first) / elapsed
             finally:
                 seg.active = False
 
@@ -360,6 +394,7 @@ class Engine:
             with job.lock:
                 job.streaming += 1
                 self._peak = max(self._peak, job.streaming)
+                seg.opened(self.clock.monotonic())
             try:
                 self._pump(seg, body, buffer, job.part)
                 if seg.pos >= stop:

@@ -32,22 +32,44 @@ def split(size: int, parts: int, min_split: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def steal_point(pos: int, stop: int, min_split: int) -> int | None:
-    """Where to cut a range whose owner is at `pos` so that a thief takes `[cut, stop)`.
+def steal_point(
+    pos: int, stop: int, min_split: int, owner_rate: float | None, thief_rate: float | None
+) -> int | None:
+    """Where to cut a range whose owner is at `pos`, so that a thief takes `[cut, stop)`.
 
-    The thief takes the back half; both halves must stay at least `min_split` long, otherwise
+    The cut makes both finish together at their measured rates (bytes/s): a slow owner keeps
+    little, an equal one keeps half. Both parts stay at least `min_split` long, otherwise
     stealing would cost a new connection for too little work and None is returned.
     """
     remaining = stop - pos
     if remaining < 2 * min_split:
         return None
-    return pos + remaining // 2
+    keep = remaining // 2
+    if owner_rate is not None and thief_rate is not None and owner_rate + thief_rate > 0:
+        keep = int(remaining * owner_rate / (owner_rate + thief_rate))
+    keep = max(min_split, min(keep, remaining - min_split))
+    return pos + keep
 
 
-def pick_victim(remaining: Sequence[int]) -> int | None:
-    """Index of the range with the most bytes left, or None when nothing is left anywhere."""
+def pick_victim(
+    candidates: Sequence[tuple[int, float | None] | None], min_split: int, min_seconds: float
+) -> int | None:
+    """Index of the range worth stealing from, or None.
+
+    `candidates` holds `(remaining bytes, owner's rate in bytes/s)` per range in flight (None
+    for ranges not in flight; a rate of None when not measured yet). Worth stealing means
+    big enough to split and needing the longest time, at least `min_seconds`: stealing from
+    a connection about to finish only throws away the bytes already on their way.
+    """
     best: int | None = None
-    for i, left in enumerate(remaining):
-        if left > 0 and (best is None or left > remaining[best]):
-            best = i
+    best_time = min_seconds
+    for i, candidate in enumerate(candidates):
+        if candidate is None:
+            continue
+        remaining, rate = candidate
+        if remaining < 2 * min_split or rate is None:
+            continue
+        seconds = remaining / rate if rate > 0 else float("inf")
+        if seconds >= best_time and (best is None or seconds > best_time):
+            best, best_time = i, seconds
     return best

@@ -45,7 +45,9 @@ def test_download_with_summary(httpserver: RangeHTTPServer, tmp_path: Path) -> N
     assert (tmp_path / "file.bin").read_bytes() == data
     assert proc.stdout == ""
     summary = one_line_error(proc)  # not a progress bar: stderr is not a terminal
-    assert "file.bin" in summary and "3.0 MiB" in summary and "3 connections" in summary  # 3 MiB at 1 MiB per range
+    assert (
+        "file.bin" in summary and "3.0 MiB" in summary and "3 connections" in summary
+    )  # 3 MiB at 1 MiB per range
 
 
 def test_quiet_prints_nothing(httpserver: RangeHTTPServer, tmp_path: Path) -> None:
@@ -97,9 +99,7 @@ def test_bad_url_exits_2(tmp_path: Path, url: str) -> None:
     assert "URL" in one_line_error(proc)
 
 
-def test_http_error_exits_1_and_leaves_nothing(
-    httpserver: RangeHTTPServer, tmp_path: Path
-) -> None:
+def test_http_error_exits_1_and_leaves_nothing(httpserver: RangeHTTPServer, tmp_path: Path) -> None:
     httpserver.expect_request("/missing").respond_with_data("not here", status=404)
     proc = segdl(httpserver.url_for("/missing"), "--retries", "0", cwd=tmp_path)
     assert proc.returncode == 1
@@ -136,9 +136,7 @@ def test_existing_file_is_not_destroyed(httpserver: RangeHTTPServer, tmp_path: P
     assert proc.returncode == 0 and mine.read_bytes() == data
 
 
-def test_destination_that_is_a_directory_fails(
-    httpserver: RangeHTTPServer, tmp_path: Path
-) -> None:
+def test_destination_that_is_a_directory_fails(httpserver: RangeHTTPServer, tmp_path: Path) -> None:
     served = serve_file(httpserver, "/f", payload(10))
     (tmp_path / "d").mkdir()
     proc = segdl(served.url, "-o", "d", cwd=tmp_path)

@@ -7,6 +7,7 @@ server saw, never on timing.
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def test_ranges_never_overlap_and_use_inclusive_ends(
     # The first four GETs are the plan (steals only start once a range is done): they tile
     # the file exactly, with inclusive ends.
     plan = sorted(served.ranges_requested()[:4])
-    for (_, end), (start, _) in zip(plan, plan[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(plan):
         assert start == end + 1
     assert plan[0][0] == 0 and plan[-1][1] == len(data) - 1
     # Later (stolen) ranges lie inside the file and end where their victim's range ended.
