@@ -199,6 +199,9 @@ class Engine:
             size = part.size() if info.size is None else info.size
             self.listener.finish(size)
             self._verify(part, size, info)
+        except IntegrityError:
+            state.discard(control)  # bytes that fail the checksum are not worth resuming
+            raise
         except BaseException:
             # A partial file is worth keeping only while a control file vouches for it.
             if not control.exists():
