@@ -18,6 +18,7 @@ from .engine import Result
 from .errors import Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_header, parse_size
 from .progress import Listener, TqdmListener
+from .transport import silence_insecure_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -224,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verify: bool | str = True
     if args.insecure:
         verify = False
+        silence_insecure_warnings()
         print("segdl: warning: TLS certificate verification is off (--insecure)", file=stderr)
     elif args.ca_certificate:
         verify = args.ca_certificate

@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +54,11 @@ def check_url(url: str) -> str:
     if not parts.hostname:
         raise InvalidURLError(f"URL has no host: {url!r}")
     return url
+
+
+def silence_insecure_warnings() -> None:
+    """For the CLI, which prints its own one-line warning for --insecure instead."""
+    warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
 
 
 def origin(url: str) -> tuple[str, str, int]:
@@ -307,6 +313,9 @@ class Transport:
                     stream=True,
                     allow_redirects=False,
                     timeout=(self.options.connect_timeout, self.options.read_timeout),
+                    # Per request: a Session's own verify loses to REQUESTS_CA_BUNDLE and
+                    # CURL_CA_BUNDLE from the environment (psf/requests#3829).
+                    verify=self.options.verify,
                 )
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECT_STATUSES or not location:

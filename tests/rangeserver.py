@@ -128,6 +128,7 @@ import gzip
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -377,8 +378,15 @@ def _shifted(data: bytes) -> bytes:
 class RangeHTTPServer(HTTPServer):
     """Threaded pytest-httpserver whose stop() aborts slow responses instead of hanging."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, threaded: bool = True) -> None:
-        super().__init__(host=host, port=port, threaded=threaded)
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        threaded: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(host=host, port=port, threaded=threaded, ssl_context=ssl_context)
         self.stopping = threading.Event()
         self.files: list[ServedFile] = []
 
