@@ -1,8 +1,14 @@
-"""The control file: which bytes of the `.part` file are durably written, for which remote file.
+"""The control file: which bytes of the `.part` file are written, for which remote file.
 
 Saved atomically (temporary file, fsync, rename) and self-checked with a SHA-256 of its content,
 so that a file truncated or zero-filled by a crash, or edited by hand, is detected and refused,
 never trusted. It knows nothing of threads or HTTP.
+
+It holds two views of progress. `segments` counts every byte whose write had completed: after
+the process dies those bytes are still in the kernel's page cache, so they are trustworthy as
+long as the kernel did not restart (same `boot_id`). `durable` counts only bytes that an fsync
+had flushed before the save: after a power cut or a reboot, only those are trusted. Syncing
+often is what makes a fast download slow, so the two are kept apart.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 from .sink import destination_error, sync_directory
 
 FORMAT = "segdl-state"
-VERSION = 1
+VERSION = 2
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _MAX_BYTES = 16 << 20  # a control file is small; anything bigger is not ours
 
@@ -36,10 +42,21 @@ class State:
     etag: str | None
     last_modified: str | None
     segments: tuple[tuple[int, int, int], ...]
+    durable: tuple[tuple[int, int, int], ...] | None = None  # None: nothing synced yet
+    boot_id: str | None = None  # the kernel boot `segments` is valid in
 
     @property
     def done_bytes(self) -> int:
         return sum(done - start for start, done, _ in self.segments)
+
+    def trusted_segments(self, boot_id: str | None) -> tuple[tuple[int, int, int], ...]:
+        """The progress to resume from: all written bytes if the kernel did not restart since,
+        else only the synced ones (else nothing)."""
+        if boot_id is not None and boot_id == self.boot_id:
+            return self.segments
+        if self.durable is not None:
+            return self.durable
+        return ((0, 0, self.size),)
 
     def to_bytes(self) -> bytes:
         body = {
@@ -50,6 +67,8 @@ class State:
             "etag": self.etag,
             "last_modified": self.last_modified,
             "segments": [list(s) for s in self.segments],
+            "durable": None if self.durable is None else [list(s) for s in self.durable],
+            "boot_id": self.boot_id,
         }
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         body["sha256"] = hashlib.sha256(canonical.encode()).hexdigest()
@@ -76,6 +95,10 @@ class State:
                 etag=_optional(body.get("etag")),
                 last_modified=_optional(body.get("last_modified")),
                 segments=tuple(_segment(s) for s in body["segments"]),
+                durable=None
+                if body.get("durable") is None
+                else tuple(_segment(s) for s in body["durable"]),
+                boot_id=_optional(body.get("boot_id")),
             )
         except (KeyError, TypeError) as exc:
             raise StateError(f"control file is malformed ({exc})") from None
@@ -86,13 +109,14 @@ class State:
         """Segments must tile `[0, size)` exactly, in order, with `start <= done <= stop`."""
         if self.size < 0:
             raise StateError("negative size in control file")
-        expected = 0
-        for start, done, stop in self.segments:
-            if start != expected or not start <= done <= stop:
-                raise StateError("control file segments do not tile the file")
-            expected = stop
-        if expected != self.size:
-            raise StateError("control file segments do not cover the file")
+        for segments in (self.segments, self.durable or ((0, 0, self.size),)):
+            expected = 0
+            for start, done, stop in segments:
+                if start != expected or not start <= done <= stop:
+                    raise StateError("control file segments do not tile the file")
+                expected = stop
+            if expected != self.size:
+                raise StateError("control file segments do not cover the file")
 
 
 def _typed(value: object, kind: type[Any]) -> Any:
@@ -110,6 +134,15 @@ def _segment(value: object) -> tuple[int, int, int]:
         raise TypeError("segment must be [start, done, stop]")
     start, done, stop = (_typed(v, int) for v in value)
     return start, done, stop
+
+
+def current_boot_id() -> str | None:
+    """An id of the running kernel boot (Linux), or None where there is none to read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def load(path: Path) -> State:

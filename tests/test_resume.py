@@ -19,6 +19,7 @@ import pytest
 from rangeserver import Faults, RangeHTTPServer, ServedFile, serve_file
 
 import segdl
+from segdl.state import State, current_boot_id, save
 
 MIB = 1024 * 1024
 SIZE = 48 * MIB
@@ -147,8 +148,6 @@ def test_untrustworthy_control_file_restarts_from_zero(
         control.write_text(json.dumps(body))
     elif damage in ("other-url", "other-size"):
         # A well-formed control file, of another download: written through the library.
-        from segdl.state import State, save
-
         save(
             control,
             State(
@@ -179,17 +178,47 @@ def test_no_resume_starts_fresh(httpserver: RangeHTTPServer, tmp_path: Path) -> 
 def test_resume_of_a_complete_partial_file_fetches_nothing(
     httpserver: RangeHTTPServer, tmp_path: Path
 ) -> None:
-    # As if killed between the last write and the rename.
+    # As if killed between the last write and the rename, in this same boot of the kernel.
     data = payload(4 * MIB)
     served = serve_file(httpserver, "/f.bin", data)
-    from segdl.state import State, save
-
     (tmp_path / "f.bin.part").write_bytes(data)
+    whole = ((0, len(data), len(data)),)
     save(
         tmp_path / "f.bin.segdl",
-        State(served.url, len(data), '"v1"', None, ((0, len(data), len(data)),)),
+        State(served.url, len(data), '"v1"', None, whole, boot_id=current_boot_id()),
     )
     result = segdl.download(served.url, tmp_path / "f.bin")
     assert (tmp_path / "f.bin").read_bytes() == data
     assert result.resumed == len(data) and result.fetched == 0
     assert served.gets() == []
+
+
+@pytest.mark.parametrize("rebooted", [False, True])
+def test_after_a_reboot_only_synced_bytes_are_trusted(
+    httpserver: RangeHTTPServer, tmp_path: Path, rebooted: bool
+) -> None:
+    data = payload(4 * MIB)
+    served = serve_file(httpserver, "/f.bin", data)
+    # The page cache held 3 MiB when the machine lost power; only 1 MiB had been synced.
+    part = bytearray(data[: 3 * MIB]) + bytes(MIB)
+    if rebooted:
+        part[MIB : 3 * MIB] = bytes(2 * MIB)  # what a power cut may leave on disk
+    (tmp_path / "f.bin.part").write_bytes(part)
+    boot = current_boot_id()
+    assert boot is not None
+    save(
+        tmp_path / "f.bin.segdl",
+        State(
+            served.url,
+            len(data),
+            '"v1"',
+            None,
+            segments=((0, 3 * MIB, 4 * MIB),),
+            durable=((0, MIB, 4 * MIB),),
+            boot_id="an earlier boot" if rebooted else boot,
+        ),
+    )
+    result = segdl.download(served.url, tmp_path / "f.bin", connections=1)
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert result.resumed == (MIB if rebooted else 3 * MIB)
+    assert served.ranges_requested() == [(MIB if rebooted else 3 * MIB, 4 * MIB - 1)]
