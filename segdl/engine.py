@@ -134,7 +134,6 @@ class Job:
                     return seg
             victim_index = plan.pick_victim(
                 [(s.remaining, s.rate(now)) if s.active else None for s in self.segments],
-                min_split,
                 _STEAL_MIN_SECONDS,
             )
             if victim_index is None:
@@ -152,9 +151,9 @@ class Job:
             self.segments.insert(victim_index + 1, stolen)
             return stolen
 
-    def splittable(self, min_split: int) -> bool:
-        """Whether some range in flight is still big enough to be worth waiting to steal."""
-        return any(s.active and s.remaining >= 2 * min_split for s in self.segments)
+    def in_flight(self) -> bool:
+        """Whether some range is still being fetched (and may yet be worth taking over)."""
+        return any(s.active and s.remaining > 0 for s in self.segments)
 
     def done_bytes(self) -> int:
         return sum(s.pos - s.start for s in self.segments)
@@ -379,7 +378,7 @@ class Engine:
         while not self._halt.is_set():
             seg = job.next_work(min_split, self.clock.monotonic(), rate)
             if seg is None:
-                if not job.splittable(min_split):
+                if not job.in_flight():
                     return
                 # A range may yet turn out slow enough to be worth taking over.
                 self._halt.wait(_IDLE_POLL)

@@ -12,7 +12,7 @@ from .verify import Checksum
 
 MAX_CONNECTIONS = 64
 IF_EXISTS = ("error", "skip", "overwrite", "rename")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])i?B?|B)?\s*$", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
@@ -21,7 +21,9 @@ def parse_size(text: str) -> int:
     match = _SIZE.match(text)
     if match is None:
         raise UsageError(f"invalid size {text!r} (use a number with an optional K, M or G suffix)")
-    number, unit = float(match[1]), match[2].upper()
+    number, unit = float(match[1]), (match[2] or "").upper()
+    if not unit and not number.is_integer():
+        raise UsageError(f"invalid size {text!r} (a number of bytes is a whole number)")
     return int(number * (1 << (10 * " KMGT".index(unit or " "))))
 
 
@@ -70,7 +72,7 @@ class Options:
             raise UsageError(f"if_exists must be one of {', '.join(IF_EXISTS)}")
         if self.max_redirects < 0:
             raise UsageError("max redirects must be >= 0")
-        if self.save_interval <= 0:
+        if not self.save_interval > 0:  # also refuses NaN
             raise UsageError("save interval must be positive")
 
     def transport(self) -> TransportOptions:

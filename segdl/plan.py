@@ -37,29 +37,33 @@ def steal_point(
 ) -> int | None:
     """Where to cut a range whose owner is at `pos`, so that a thief takes `[cut, stop)`.
 
-    The cut makes both finish together at their measured rates (bytes/s): a slow owner keeps
-    little, an equal one keeps half. Both parts stay at least `min_split` long, otherwise
-    stealing would cost a new connection for too little work and None is returned.
+    With both rates measured (bytes/s), the cut makes owner and thief finish together: a slow
+    owner keeps little, or nothing at all when the rest is small (the thief takes at least
+    `min_split`, or everything), so a straggling connection is dropped rather than waited for.
+    Without rates, the back half goes, and both halves stay at least `min_split` long.
+    None when there is nothing worth taking.
     """
     remaining = stop - pos
+    if owner_rate is not None and thief_rate is not None and owner_rate + thief_rate > 0:
+        if remaining <= 0:
+            return None
+        keep = int(remaining * owner_rate / (owner_rate + thief_rate))
+        keep = min(keep, remaining - min(min_split, remaining))
+        return pos + keep
     if remaining < 2 * min_split:
         return None
-    keep = remaining // 2
-    if owner_rate is not None and thief_rate is not None and owner_rate + thief_rate > 0:
-        keep = int(remaining * owner_rate / (owner_rate + thief_rate))
-    keep = max(min_split, min(keep, remaining - min_split))
-    return pos + keep
+    return pos + remaining // 2
 
 
 def pick_victim(
-    candidates: Sequence[tuple[int, float | None] | None], min_split: int, min_seconds: float
+    candidates: Sequence[tuple[int, float | None] | None], min_seconds: float
 ) -> int | None:
     """Index of the range worth stealing from, or None.
 
     `candidates` holds `(remaining bytes, owner's rate in bytes/s)` per range in flight (None
-    for ranges not in flight; a rate of None when not measured yet). Worth stealing means
-    big enough to split and needing the longest time, at least `min_seconds`: stealing from
-    a connection about to finish only throws away the bytes already on their way.
+    for ranges not in flight; a rate of None when not measured yet, which rules it out).
+    Worth stealing means needing the longest time, at least `min_seconds`: stealing from a
+    connection about to finish only throws away the bytes already on their way.
     """
     best: int | None = None
     best_time = min_seconds
@@ -67,7 +71,7 @@ def pick_victim(
         if candidate is None:
             continue
         remaining, rate = candidate
-        if remaining < 2 * min_split or rate is None:
+        if rate is None or remaining <= 0:
             continue
         seconds = remaining / rate if rate > 0 else float("inf")
         if seconds >= best_time and (best is None or seconds > best_time):

@@ -78,7 +78,7 @@ class State:
     def from_bytes(cls, raw: bytes) -> State:
         try:
             body: Any = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise StateError(f"not a segdl control file ({exc.__class__.__name__})") from None
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise StateError("not a segdl control file")
@@ -109,7 +109,8 @@ class State:
         """Segments must tile `[0, size)` exactly, in order, with `start <= done <= stop`."""
         if self.size < 0:
             raise StateError("negative size in control file")
-        for segments in (self.segments, self.durable or ((0, 0, self.size),)):
+        durable = self.durable if self.durable is not None else ((0, 0, self.size),)
+        for segments in (self.segments, durable):
             expected = 0
             for start, done, stop in segments:
                 if start != expected or not start <= done <= stop:

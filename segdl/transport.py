@@ -129,7 +129,7 @@ def translate(exc: BaseException) -> SegdlError:
     """Map a requests/urllib3/socket/ssl exception onto the segdl tree (the one place that does)."""
     if isinstance(exc, SegdlError):
         return exc
-    if isinstance(exc, requests.exceptions.SSLError | ssl.SSLError):
+    if isinstance(exc, requests.exceptions.SSLError | urllib3.exceptions.SSLError | ssl.SSLError):
         return TLSError(f"TLS error: {_reason(exc)}")
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return TimeoutError_(f"connect timeout: {_reason(exc)}")
@@ -151,7 +151,9 @@ def translate(exc: BaseException) -> SegdlError:
         return TruncatedError(f"connection broke off: {_reason(exc)}")
     if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
         return ConnectError(f"connection failed: {_reason(exc)}")
-    if isinstance(exc, requests.exceptions.RequestException | OSError):
+    if isinstance(
+        exc, requests.exceptions.RequestException | urllib3.exceptions.HTTPError | OSError
+    ):
         return NetworkError(f"network error: {_reason(exc)}")
     raise TypeError(f"not a transport exception: {exc!r}") from exc
 
@@ -187,8 +189,8 @@ class Body:
 
     The fast path reads from the socket's buffered reader with `readinto1`, which returns as
     soon as some bytes arrived: large reads when the link is fast, prompt returns when it is
-    slow (so a worker notices a moved boundary or a cancel), and no allocation per chunk. We
-    count the bytes ourselves, so the connection is closed, not reused, afterwards.
+    slow (so a worker notices a moved boundary or a cancel), and no allocation per chunk.
+    `close()` gives the connection back for reuse when the body was read to its exact end.
     """
 
     def __init__(self, response: requests.Response, length: int | None) -> None:
@@ -202,6 +204,7 @@ class Body:
         self._http: Any = fp if isinstance(fp, http.client.HTTPResponse) else None
         if self._http is not None and not self._http.chunked and length is not None:
             self._direct = self._http.fp
+        self._ended = False  # a body of unknown length reached its clean end
 
     def readinto(self, view: memoryview) -> int:
         """Read up to len(view) body bytes; 0 only at the clean end of the body."""
@@ -220,8 +223,10 @@ class Body:
                 view[:n] = data
         except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
             raise translate(exc) from exc
-        if n == 0 and self.length is not None:
-            raise TruncatedError(f"body ended after {self.received} of {self.length} bytes")
+        if n == 0:
+            if self.length is not None:
+                raise TruncatedError(f"body ended after {self.received} of {self.length} bytes")
+            self._ended = True
         self.received += n
         return n
 
@@ -247,6 +252,20 @@ class Body:
             )
 
     def close(self) -> None:
+        """Release the connection for the next request if the body was read to its end, else
+        close it (a body abandoned mid-way cannot be skipped cheaply)."""
+        complete = self._ended or (self.length is not None and self.received == self.length)
+        if complete and self._http is not None:
+            try:
+                if self._direct is not None:
+                    # We read past http.client's own accounting: settle it, so that it closes
+                    # its file object (not the socket) as after any complete body.
+                    self._http.length = 0
+                    self._http.read()
+                if self._http.isclosed():
+                    self.response.raw.release_conn()
+            except (OSError, http.client.HTTPException):
+                pass  # then it is simply closed below
         self.response.close()
 
 
@@ -393,7 +412,8 @@ def _check_identity(response: requests.Response) -> None:
 
 def content_length(response: requests.Response) -> int | None:
     value = response.headers.get("Content-Length")
-    if value is None or not value.strip().isdigit():
+    value = None if value is None else value.strip()
+    if not value or not (value.isascii() and value.isdigit()):
         return None  # absent, negative or garbage: unknown
     return int(value)
 

@@ -211,9 +211,11 @@ def test_body_one_byte_short_is_retried_then_fails_cleanly(
         segdl.download(served.url, tmp_path / "f", connections=2, retries=2, clock=clock)
     assert not (tmp_path / "f").exists()
     assert sleeps.delays  # it backed off before giving up
-    # Each retry resumed where the previous answer broke off, one byte before the end.
-    starts = sorted({start for start, _ in served.ranges_requested()})
-    assert MIB - 1 in starts and 2 * MIB - 1 in starts
+    # Each retry resumed where an answer broke off, one byte before the end of its range
+    # (the first connection to run out of retries may stop the other before it retries).
+    starts = {start for start, _ in served.ranges_requested()}
+    assert starts <= {0, MIB, MIB - 1, 2 * MIB - 1}
+    assert starts & {MIB - 1, 2 * MIB - 1}
 
 
 def test_gzip_when_asked_for_identity_is_refused(
