@@ -48,6 +48,13 @@ _MAX_RESTARTS = 2  # restarts from zero after the remote changed mid-run
 _STEAL_MIN_SECONDS = 0.5  # steal only from a range that needs at least this long to finish
 _RATE_AFTER = 0.25  # seconds of data before a connection's rate counts
 _IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth stealing
+# Ranges planned per connection: a straggling connection then holds a small share of the
+# file, and the others pick up the rest as they free up (reused connections make the extra
+# requests cheap).
+_PIECES_PER_CONNECTION = 4
+# A connection much slower than the others is dropped after its range, and a new one made:
+# the next may take a better path (or, on servers that limit by connection, a better slot).
+_SLOW_FRACTION = 0.25
 # Data is fsynced at most this often, and never so often that syncing takes over ~3% of the
 # time: each sync forces to disk what would otherwise stay in the page cache. Between syncs the
 # control file still records every written byte, which survives a crash of the process.
@@ -124,6 +131,7 @@ class Job:
         self.lock = threading.Lock()  # guards the segment list, `active` flags and counters
         self.streaming = 0  # workers with an open body right now
         self.retired = 0
+        self.rates: dict[int, float] = {}  # each worker's last measured rate, bytes/s
 
     def next_work(self, min_split: int, now: float, thief_rate: float | None) -> Segment | None:
         """An unowned unfinished segment, else the tail of the slowest range in flight."""
@@ -150,6 +158,16 @@ class Job:
             stolen.active = True
             self.segments.insert(victim_index + 1, stolen)
             return stolen
+
+    def is_straggler(self, rate: float) -> bool:
+        """Record this worker's rate; True when it is far below the others' median."""
+        me = threading.get_ident()
+        with self.lock:
+            self.rates[me] = rate
+            others = sorted(r for worker, r in self.rates.items() if worker != me)
+        if len(others) < 3:
+            return False
+        return rate < _SLOW_FRACTION * others[len(others) // 2]
 
     def in_flight(self) -> bool:
         """Whether some range is still being fetched (and may yet be worth taking over)."""
@@ -190,7 +208,6 @@ class Engine:
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
         self._fetched = 0
-        self._peak = 0
         self._boot_id = state.current_boot_id()
         self._durable: tuple[tuple[int, int, int], ...] | None = None
         self._next_sync = 0.0
@@ -306,7 +323,11 @@ class Engine:
         self._check_space(part_path.parent, info.size)
         part = PartFile.create(part_path, part_path.with_name(part_path.name[: -len(".part")]))
         part.allocate(info.size)
-        ranges = plan.split(info.size, self.options.connections, self.options.min_split)
+        ranges = plan.split(
+            info.size,
+            self.options.connections * _PIECES_PER_CONNECTION,
+            self.options.min_split,
+        )
         segments = [Segment(a, a, b) for a, b in ranges]
         if info.validators.empty:
             state.discard(control)  # without a validator a resume could splice two versions
@@ -390,6 +411,8 @@ class Engine:
                 elapsed = self.clock.monotonic() - began
                 if elapsed > _RATE_AFTER:
                     rate = (seg.pos - first) / elapsed
+                    if job.is_straggler(rate):
+                        self.transport.reconnect()
             finally:
                 seg.active = False
 
@@ -414,7 +437,6 @@ class Engine:
                 continue
             with job.lock:
                 job.streaming += 1
-                self._peak = max(self._peak, job.streaming)
                 seg.opened(self.clock.monotonic())
             try:
                 self._pump(seg, body, buffer, job.part)
@@ -525,7 +547,6 @@ class Engine:
             try:
                 with job.lock:
                     job.streaming += 1
-                    self._peak = max(self._peak, job.streaming)
                 self._pump_stream(seg, body, buffer, job.part, info.size)
                 return
             except NetworkError as exc:

@@ -8,6 +8,8 @@ engine's reporter samples them a few times a second and calls the listener from 
 
 from __future__ import annotations
 
+import importlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -48,8 +50,14 @@ class TqdmListener(Listener):
         self._args = tqdm_args
         self._bar: Any = None
         self.warnings: list[str] = []
+        # Importing tqdm takes tens of milliseconds: do it while the probe waits on the network.
+        self._loader = threading.Thread(
+            target=importlib.import_module, args=("tqdm",), name="segdl-tqdm", daemon=True
+        )
+        self._loader.start()
 
     def start(self, info: StartInfo) -> None:
+        self._loader.join()
         from tqdm import tqdm
 
         self._bar = tqdm(

@@ -299,6 +299,12 @@ class Transport:
                 self._sessions.append(session)
         return session
 
+    def reconnect(self) -> None:
+        """Drop this thread's idle connections: its next request opens a new one."""
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()  # a closed Session makes new pools on its next request
+
     def close(self) -> None:
         with self._lock:
             sessions, self._sessions = self._sessions, []
