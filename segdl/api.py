@@ -59,6 +59,8 @@ def download(
     check_url(url)
     if dest is not None and directory is not None:
         raise UsageError("give either a destination file or a directory, not both")
+    if isinstance(verify, str) and not os.path.isfile(verify):
+        raise UsageError(f"CA certificate file not found: {verify}")
     if isinstance(checksum, str):
         checksum = Checksum.parse(checksum)
     header_items = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())

@@ -246,6 +246,7 @@ class Body:
             extra = self._read1(1)
         except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError):
             return
+        self._ended = not extra
         if extra:
             raise ProtocolViolation(
                 f"server sent more than the {self.length} bytes it announced in Content-Range"
@@ -461,6 +462,8 @@ def check_range_response(
             f"206 without a valid Content-Range: {response.headers.get('Content-Range')!r}"
         )
     first, last, size = content_range
+    if size is None:
+        raise ProtocolViolation("206 whose Content-Range does not give the total size (*)")
     if (first, last) != (start, stop - 1):
         raise ProtocolViolation(
             f"asked for bytes {start}-{stop - 1}, server sent Content-Range {first}-{last}"

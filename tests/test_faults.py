@@ -4,6 +4,7 @@ replaced mid-run, checksums and full disks. Sleeps are injected: no test waits f
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import resource
@@ -227,3 +228,22 @@ def test_file_size_limit_reports_a_one_line_error(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "too large" in lines[0].lower(), proc.stderr
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("header", ["Repr-Digest", "Content-Digest"])
+def test_server_digest_is_verified(
+    httpserver: RangeHTTPServer, tmp_path: Path, header: str
+) -> None:
+    data = payload(300_000)
+    good = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    bad = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    # A plain handler: no range support, so this also goes through the single-stream path.
+    httpserver.expect_request("/good").respond_with_data(
+        data, headers={header: f"sha-256=:{good}:"}
+    )
+    httpserver.expect_request("/bad").respond_with_data(data, headers={header: f"sha-256=:{bad}:"})
+    segdl.download(httpserver.url_for("/good"), tmp_path / "good")
+    assert (tmp_path / "good").read_bytes() == data
+    with pytest.raises(segdl.IntegrityError, match="digest header"):
+        segdl.download(httpserver.url_for("/bad"), tmp_path / "bad")
+    assert sorted(os.listdir(tmp_path)) == ["good"]

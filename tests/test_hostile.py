@@ -301,6 +301,12 @@ def test_insecure_cli_warns_in_one_line(tls_server: RangeHTTPServer, tmp_path: P
     assert len(lines) == 2  # the warning and the summary: no urllib3 warning text
 
 
+def test_missing_ca_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(segdl.UsageError, match="CA certificate file not found"):
+        segdl.download("https://127.0.0.1:9/f", tmp_path / "f", verify=str(tmp_path / "no.pem"))
+    assert os.listdir(tmp_path) == []
+
+
 def test_https_to_http_downgrade_is_refused_unless_allowed(
     tls_server: RangeHTTPServer, httpserver: RangeHTTPServer, tmp_path: Path, ca_file: str
 ) -> None:
