@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import DestinationError, DiskFullError
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NOFOLLOW = getattr(os, "ONOFOLLOW", 0)  # shared with state: never open through a link
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
@@ -68,7 +68,7 @@ class PartFile:
             pass
         except OSError as exc:
             raise destination_error(exc, path, "replace") from None
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | _CLOEXEC
         try:
             fd = os.open(path, flags, 0o644)
         except OSError as exc:
@@ -79,7 +79,7 @@ class PartFile:
     def reopen(cls, path: Path, final: Path) -> PartFile | None:
         """The existing `.part` file to resume into, or None if there is no usable one."""
         try:
-            fd = os.open(path, os.O_RDWR | _NOFOLLOW | _CLOEXEC)
+            fd = os.open(path, os.O_RDWR | NOFOLLOW | _CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as exc:

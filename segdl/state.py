@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sink import destination_error, sync_directory
+from .sink import NOFOLLOW, destination_error, sync_directory
 
 FORMAT = "segdl-state"
 VERSION = 2
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _MAX_BYTES = 16 << 20  # a control file is small; anything bigger is not ours
 
 
@@ -149,7 +148,7 @@ def current_boot_id() -> str | None:
 def load(path: Path) -> State:
     """Read and check a control file; raises StateError for anything untrustworthy."""
     try:
-        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
     except FileNotFoundError:
         raise StateError("no control file") from None
     except OSError as exc:
@@ -171,7 +170,7 @@ def save(path: Path, state: State) -> None:
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o644)
         try:
             view = memoryview(data)
             while view:

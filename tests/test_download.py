@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes import fast_clock
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
-from segdl import Clock
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -24,21 +24,6 @@ MIB = 1024 * 1024
 def payload(size: int, seed: int = 1) -> bytes:
     """Deterministic bytes where every offset differs from its neighbours (shifts show up)."""
     return bytes((i * 7 + seed + (i >> 8) * 13) % 251 for i in range(size))
-
-
-class Sleeps:
-    """A fake sleep that records the delays asked for and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-def fast_clock() -> tuple[Clock, Sleeps]:
-    sleeps = Sleeps()
-    return Clock(sleep=sleeps, rand=lambda: 0.5), sleeps
 
 
 def covered(ranges: list[tuple[int, int]], size: int) -> bool:

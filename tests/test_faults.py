@@ -14,31 +14,17 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from fakes import NOW, fast_clock
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
-from segdl import Clock
 
 KIB = 1024
 MIB = 1024 * 1024
-NOW = 1_800_000_000.0  # the injected wall clock
 
 
 def payload(size: int, seed: int = 5) -> bytes:
     return bytes((i * 17 + seed + (i >> 12)) % 256 for i in range(size))
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-def clock() -> tuple[Clock, Sleeps]:
-    sleeps = Sleeps()
-    return Clock(sleep=sleeps, wall=lambda: NOW, rand=lambda: 0.5), sleeps
 
 
 def test_connection_dropping_every_few_hundred_kib_still_finishes(
@@ -48,7 +34,7 @@ def test_connection_dropping_every_few_hundred_kib_still_finishes(
     # 2 consecutive failures is never exhausted.
     data = payload(3 * MIB)
     served = serve_file(httpserver, "/f", data, faults=Faults(drop_after=256 * KIB))
-    fake, sleeps = clock()
+    fake, sleeps = fast_clock()
     result = segdl.download(served.url, tmp_path / "f", connections=2, retries=2, clock=fake)
     assert (tmp_path / "f").read_bytes() == data
     gets = served.gets()
@@ -64,7 +50,7 @@ def test_consecutive_failures_without_progress_exhaust_the_budget(
 ) -> None:
     data = payload(2 * MIB)
     served = serve_file(httpserver, "/f", data, faults=Faults(drop_after=0))
-    fake, sleeps = clock()
+    fake, sleeps = fast_clock()
     with pytest.raises(segdl.TruncatedError):
         segdl.download(served.url, tmp_path / "f", connections=1, retries=3, clock=fake)
     assert len(served.gets()) == 1 + 3
@@ -79,7 +65,7 @@ def test_stalled_connection_is_detected_and_retried(
     served = serve_file(
         httpserver, "/f", data, faults=Faults(stall_after_headers=5, stall_first_k=1)
     )
-    fake, _ = clock()
+    fake, _ = fast_clock()
     segdl.download(served.url, tmp_path / "f", connections=2, timeout=0.3, clock=fake)
     assert (tmp_path / "f").read_bytes() == data
     assert len(served.gets()) == 3  # one stalled answer, retried once
@@ -119,7 +105,7 @@ def test_retry_after_is_honoured(
         data,
         faults=Faults(fail_first=2, fail_status=status, retry_after=retry_after),
     )
-    fake, sleeps = clock()
+    fake, sleeps = fast_clock()
     segdl.download(served.url, tmp_path / "f", connections=1, clock=fake)
     assert (tmp_path / "f").read_bytes() == data
     # The probe (HEAD) is not failed; the first two GETs are, each waited out.
@@ -134,7 +120,7 @@ def test_other_4xx_are_not_retried(
 ) -> None:
     data = payload(MIB)
     served = serve_file(httpserver, "/f", data, faults=Faults(fail_first=1, fail_status=status))
-    fake, sleeps = clock()
+    fake, sleeps = fast_clock()
     with pytest.raises(segdl.HTTPStatusError, match=str(status)):
         segdl.download(served.url, tmp_path / "f", connections=1, clock=fake)
     assert sleeps.delays == []
@@ -149,7 +135,7 @@ def test_server_capping_connections_gets_fewer_connections(
     served = serve_file(
         httpserver, "/f", data, faults=Faults(max_connections=2, rate=8 * MIB, retry_after="0")
     )
-    fake, _ = clock()
+    fake, _ = fast_clock()
     result = segdl.download(served.url, tmp_path / "f", connections=8, retries=2, clock=fake)
     assert (tmp_path / "f").read_bytes() == data
     assert served.max_in_flight <= 2
@@ -169,7 +155,7 @@ def test_file_replaced_mid_run_restarts_from_zero(
         # Answers break off every 256 KiB, so requests keep coming after the change.
         faults=Faults(change_after_bytes=MIB, new_data=new, drop_after=256 * KIB),
     )
-    fake, _ = clock()
+    fake, _ = fast_clock()
     result = segdl.download(
         served.url, tmp_path / "f", connections=4, min_split=256 * KIB, clock=fake
     )
