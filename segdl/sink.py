@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import DestinationError, DiskFullError
 
-NOFOLLOW = getattr(os, "ONOFOLLOW", 0)  # shared with state: never open through a link
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # shared with state: never open through a link
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 

@@ -341,3 +341,9 @@ def test_environment_proxy_is_honoured_and_can_be_ignored(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     segdl.download(served.url, tmp_path / "g")
     assert (tmp_path / "g").read_bytes() == data
+
+
+def test_nofollow_flag_is_the_real_one() -> None:
+    from segdl.sink import NOFOLLOW
+
+    assert NOFOLLOW == os.O_NOFOLLOW != 0
