@@ -9,6 +9,7 @@ engine's reporter samples them a few times a second and calls the listener from 
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,11 +69,22 @@ class TqdmListener(Listener):
             unit_divisor=1024,
             desc=info.path.name[:30],
             file=self._file,
-            dynamic_ncols=True,
             miniters=1,
             mininterval=0.2,
+            **self._width(),
             **self._args,
         )
+
+    def _width(self) -> dict[str, Any]:
+        # A terminal that reports no size (a bare pty) would get a bar of zero columns, which
+        # tqdm then hides as if it were below the bottom of the screen.
+        try:
+            size = os.get_terminal_size(self._file.fileno() if self._file else 2)
+        except (OSError, ValueError, AttributeError):
+            size = os.terminal_size((0, 0))
+        if size.columns > 0 and size.lines > 0:
+            return {"dynamic_ncols": True}
+        return {"ncols": 80, "nrows": 24}
 
     def progress(self, done: int, total: int | None, connections: int) -> None:
         bar = self._bar

@@ -176,3 +176,39 @@ def test_console_script_and_module_agree(tmp_path: Path) -> None:
     out = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("segdl ")
     assert segdl("--version", cwd=tmp_path).stdout == out.stdout
+
+
+def test_progress_bar_is_drawn_on_a_terminal(httpserver: RangeHTTPServer, tmp_path: Path) -> None:
+    import pty
+
+    data = payload(4 * MIB)
+    served = serve_file(httpserver, "/f.bin", data, faults=Faults(rate=8 * MIB))
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "segdl", served.url, "-n", "2"],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO once the child closed its end
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert "100%" in screen and "conn" in screen and "MB" in screen  # bytes, rate, connections
+    assert "f.bin: 4.0 MiB in" in screen  # then the summary line

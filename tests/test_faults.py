@@ -233,3 +233,60 @@ def test_server_digest_is_verified(
     with pytest.raises(segdl.IntegrityError, match="digest header"):
         segdl.download(httpserver.url_for("/bad"), tmp_path / "bad")
     assert sorted(os.listdir(tmp_path)) == ["good"]
+
+
+def test_disk_full_mid_download_keeps_state_and_resumes(
+    httpserver: RangeHTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import segdl.sink
+
+    data = payload(4 * MIB)
+    served = serve_file(httpserver, "/f", data)
+    real_pwrite = os.pwrite
+    written = [0]
+
+    def filling_pwrite(fd: int, view: memoryview, offset: int) -> int:
+        if written[0] >= 2 * MIB:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real_pwrite(fd, view, offset)
+        written[0] += n
+        return n
+
+    monkeypatch.setattr(segdl.sink.os, "pwrite", filling_pwrite)
+    with pytest.raises(segdl.DiskFullError, match="No space left"):
+        segdl.download(served.url, tmp_path / "f", connections=2, min_split=256 * KIB)
+    assert not (tmp_path / "f").exists()
+    assert (tmp_path / "f.part").exists() and (tmp_path / "f.segdl").exists()
+
+    monkeypatch.setattr(segdl.sink.os, "pwrite", real_pwrite)  # space was freed
+    served.clear_log()
+    result = segdl.download(served.url, tmp_path / "f", connections=2, min_split=256 * KIB)
+    assert (tmp_path / "f").read_bytes() == data
+    assert result.resumed >= 2 * MIB - 2 * MIB // 2  # most of what was written is kept
+    assert served.bytes_sent() <= len(data) - result.resumed + 2 * MIB
+    assert sorted(os.listdir(tmp_path)) == ["f"]
+
+
+def test_permission_denied_is_a_destination_error(
+    httpserver: RangeHTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import segdl.sink
+
+    # Root ignores file modes, so the refusal is injected where the .part file is created.
+    served = serve_file(httpserver, "/f", payload(1000))
+    real_open = os.open
+
+    def denying_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(".part"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(segdl.sink.os, "open", denying_open)
+    with pytest.raises(segdl.DestinationError, match="Permission denied") as info:
+        segdl.download(served.url, tmp_path / "f")
+    assert "\n" not in str(info.value)
+    assert os.listdir(tmp_path) == []
