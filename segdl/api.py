@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .engine import Clock, Engine, Result
+from .engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, companions
 from .errors import DestinationError, HTTPStatusError, Interrupted, NetworkError, UsageError
 from .naming import MAX_NAME_BYTES, derive_filename
 from .options import Options
@@ -23,7 +23,7 @@ from .transport import Transport, check_url
 from .verify import Checksum
 
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
-_COMPANION_ROOM = len(".segdl")
+_COMPANION_ROOM = max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
 
 
 def download(
@@ -166,8 +166,7 @@ def _free_name(path: Path) -> Path:
         stem, dot, ext = path.name, "", ""
     for i in range(1, 10000):
         candidate = path.with_name(f"{stem}.{i}{dot}{ext}")
-        companions = (candidate.with_name(candidate.name + s) for s in (".part", ".segdl"))
-        if not _taken(candidate) and not any(_taken(c) for c in companions):
+        if not _taken(candidate) and not any(_taken(c) for c in companions(candidate)):
             return candidate
     raise DestinationError(f"no free name next to {path}")
 

@@ -42,6 +42,8 @@ from .sink import PartFile, free_space
 from .transport import Body, Transport, Validators
 from .verify import Checksum, file_digest, server_digest
 
+PART_SUFFIX = ".part"  # the bytes, until the final rename
+CONTROL_SUFFIX = ".segdl"  # the control file that makes the bytes resumable
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
 _TICK = 0.1  # how often the main thread samples progress
 _MAX_RESTARTS = 2  # restarts from zero after the remote changed mid-run
@@ -70,6 +72,11 @@ class Clock:
     wall: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
     sleep: Callable[[float], object] | None = None  # None: wait on the engine's halt event
+
+
+def companions(final: Path) -> tuple[Path, Path]:
+    """The `.part` file and the control file that stand beside `final` while it downloads."""
+    return final.with_name(final.name + PART_SUFFIX), final.with_name(final.name + CONTROL_SUFFIX)
 
 
 class Segment:
@@ -130,7 +137,6 @@ class Job:
         self.segments = segments
         self.lock = threading.Lock()  # guards the segment list, `active` flags and counters
         self.streaming = 0  # workers with an open body right now
-        self.retired = 0
         self.rates: dict[int, float] = {}  # each worker's last measured rate, bytes/s
 
     def next_work(self, min_split: int, now: float, thief_rate: float | None) -> Segment | None:
@@ -215,12 +221,9 @@ class Engine:
     # -- public -------------------------------------------------------------------------------
     def run(self, info: RemoteInfo, final: Path) -> Result:
         started = self.clock.monotonic()
-        part_path = final.with_name(final.name + ".part")
-        control = final.with_name(final.name + ".segdl")
+        part_path, control = companions(final)
         try:
-            info, part, resumed, connections, segmented = self._transfer(
-                info, final, part_path, control
-            )
+            info, part, resumed, connections, segmented = self._transfer(info, final)
             size = part.size() if info.size is None else info.size
             self.listener.finish(size)
             self._verify(part, size, info)
@@ -249,9 +252,10 @@ class Engine:
         )
 
     def _transfer(
-        self, info: RemoteInfo, final: Path, part_path: Path, control: Path
+        self, info: RemoteInfo, final: Path
     ) -> tuple[RemoteInfo, PartFile, int, int, bool]:
         """Fetch every byte into the `.part` file, falling back or restarting as needed."""
+        part_path, control = companions(final)
         restarts = 0
         while True:
             try:
@@ -260,9 +264,9 @@ class Engine:
                     self.listener.start(StartInfo(info.url, final, 0, 0, 0))
                     return info, part, 0, 0, True
                 if info.segmentable:
-                    part, resumed, connections = self._run_segmented(info, part_path, control)
+                    part, resumed, connections = self._run_segmented(info, final)
                     return info, part, resumed, connections, True
-                part, resumed, connections = self._run_stream(info, part_path, control)
+                part, resumed, connections = self._run_stream(info, final)
                 return info, part, resumed, connections, False
             except RemoteChangedError as exc:
                 restarts += 1
@@ -290,11 +294,10 @@ class Engine:
             self.listener.warning(message)
 
     # -- segmented ------------------------------------------------------------------------------
-    def _run_segmented(
-        self, info: RemoteInfo, part_path: Path, control: Path
-    ) -> tuple[PartFile, int, int]:
+    def _run_segmented(self, info: RemoteInfo, final: Path) -> tuple[PartFile, int, int]:
         assert info.size is not None
-        part, segments = self._open_or_resume(info, part_path, control)
+        control = companions(final)[1]
+        part, segments = self._open_or_resume(info, final)
         job = Job(info, part, segments)
         resumed = job.done_bytes()
         remaining = info.size - resumed
@@ -310,18 +313,17 @@ class Engine:
             raise TruncatedError(f"only {job.done_bytes()} of {info.size} bytes arrived")
         return part, resumed, workers
 
-    def _open_or_resume(
-        self, info: RemoteInfo, part_path: Path, control: Path
-    ) -> tuple[PartFile, list[Segment]]:
+    def _open_or_resume(self, info: RemoteInfo, final: Path) -> tuple[PartFile, list[Segment]]:
         assert info.size is not None
+        part_path, control = companions(final)
         if self.options.resume:
-            resumed = self._try_resume(info, part_path, control)
+            resumed = self._try_resume(info, final)
             if resumed is not None:
                 return resumed
         else:
             state.discard(control)
         self._check_space(part_path.parent, info.size)
-        part = PartFile.create(part_path, part_path.with_name(part_path.name[: -len(".part")]))
+        part = PartFile.create(part_path, final)
         part.allocate(info.size)
         ranges = plan.split(
             info.size,
@@ -336,11 +338,9 @@ class Engine:
             self._save(Job(info, part, segments), control, sync=False)
         return part, segments
 
-    def _try_resume(
-        self, info: RemoteInfo, part_path: Path, control: Path
-    ) -> tuple[PartFile, list[Segment]] | None:
+    def _try_resume(self, info: RemoteInfo, final: Path) -> tuple[PartFile, list[Segment]] | None:
         assert info.size is not None
-        final = part_path.with_name(part_path.name[: -len(".part")])
+        part_path, control = companions(final)
         had_part = part_path.exists() or part_path.is_symlink()
         try:
             saved = state.load(control)
@@ -485,7 +485,6 @@ class Engine:
         with job.lock:
             if job.streaming == 0:
                 return False  # nobody is getting through: wait it out instead
-            job.retired += 1
         self.warn("the server refused some connections; going on with fewer")
         return True
 
@@ -502,11 +501,9 @@ class Engine:
             raise _Stop
 
     # -- single stream --------------------------------------------------------------------------
-    def _run_stream(
-        self, info: RemoteInfo, part_path: Path, control: Path
-    ) -> tuple[PartFile, int, int]:
+    def _run_stream(self, info: RemoteInfo, final: Path) -> tuple[PartFile, int, int]:
+        part_path, control = companions(final)
         state.discard(control)  # a single stream from zero cannot be resumed from a control file
-        final = part_path.with_name(part_path.name[: -len(".part")])
         if info.size is not None:
             self._check_space(part_path.parent, info.size)
         part = PartFile.create(part_path, final)
