@@ -12,12 +12,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, companions
-from .errors import DestinationError, HTTPStatusError, Interrupted, NetworkError, UsageError
+from .errors import DestinationError, UsageError
 from .naming import MAX_NAME_BYTES, derive_filename
 from .options import Options
-from .probe import RemoteInfo, probe
+from .probe import RemoteInfo
 from .progress import Listener
-from .retry import RetryPolicy, wait_before_retry
 from .sink import destination_error
 from .transport import Transport, check_url
 from .verify import Checksum
@@ -87,7 +86,7 @@ def download(
     transport = Transport(url, options.transport())
     engine = Engine(transport, options, listener, cancel=cancel, clock=clock)
     try:
-        info = _probe_with_retries(engine, transport, url)
+        info = engine.probe(url)
         final = _final_path(target, info)
         existing = _existing(final, options.if_exists)
         if existing is not None:
@@ -184,20 +183,3 @@ def _skipped(path: Path, info: RemoteInfo) -> Result:
         segmented=False,
         skipped=True,
     )
-
-
-def _probe_with_retries(engine: Engine, transport: Transport, url: str) -> RemoteInfo:
-    policy = RetryPolicy(total=engine.options.retries)
-    while True:
-        try:
-            return probe(transport, url)
-        except (NetworkError, HTTPStatusError) as exc:
-            policy = wait_before_retry(
-                policy,
-                exc,
-                sleep=engine.sleep,
-                clock=engine.clock.wall,
-                rand=engine.clock.rand,
-            )
-            if engine.cancel.is_set():
-                raise Interrupted("interrupted") from None

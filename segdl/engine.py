@@ -35,7 +35,7 @@ from .errors import (
     TruncatedError,
 )
 from .options import Options
-from .probe import RemoteInfo, probe
+from .probe import RemoteInfo, probe_remote
 from .progress import Listener, StartInfo
 from .retry import RetryPolicy, wait_before_retry
 from .sink import PartFile, free_space
@@ -274,13 +274,24 @@ class Engine:
                     raise
                 self.warn(f"{exc}; starting again from zero")
                 state.discard(control)
-                info = probe(self.transport, info.url)
+                info = self.probe(info.url)
             except ProtocolViolation as exc:
                 if not info.segmentable:
                     raise
                 self.warn(f"{exc}; falling back to a single connection")
                 state.discard(control)
                 info = dataclasses.replace(info, ranges=False)
+
+    def probe(self, url: str) -> RemoteInfo:
+        """Probe `url`, retrying network errors and retryable statuses like any request."""
+        policy = self.retry
+        while True:
+            try:
+                return probe_remote(self.transport, url)
+            except (NetworkError, HTTPStatusError) as exc:
+                policy = self._wait(policy, exc)
+                if self.cancel.is_set():
+                    raise Interrupted("interrupted") from None
 
     def _interruptible_sleep(self, seconds: float) -> None:
         self._halt.wait(seconds)
@@ -488,11 +499,15 @@ class Engine:
         self.warn("the server refused some connections; going on with fewer")
         return True
 
-    def _backoff(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
-        self._check_cancel()
-        policy = wait_before_retry(
+    def _wait(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
+        """Count `exc` against `policy` (raising it when exhausted) and sleep before the retry."""
+        return wait_before_retry(
             policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
         )
+
+    def _backoff(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
+        self._check_cancel()
+        policy = self._wait(policy, exc)
         self._check_cancel()
         return policy
 

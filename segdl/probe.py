@@ -55,7 +55,7 @@ def _encoded(response: requests.Response) -> bool:
     return encoding not in ("", "identity")
 
 
-def probe(transport: Transport, url: str) -> RemoteInfo:
+def probe_remote(transport: Transport, url: str) -> RemoteInfo:
     """Probe `url`; raises a TransferError when neither HEAD nor a ranged GET gives an answer."""
     head_error: TransferError | None = None
     try:
