@@ -14,6 +14,7 @@ from .errors import HTTPStatusError, NetworkError, TransferError
 from .transport import (
     Transport,
     Validators,
+    content_coding,
     content_length,
     parse_content_range,
     status_error,
@@ -50,11 +51,6 @@ def _digest(response: requests.Response) -> str | None:
     return response.headers.get("Repr-Digest") or response.headers.get("Content-Digest")
 
 
-def _encoded(response: requests.Response) -> bool:
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    return encoding not in ("", "identity")
-
-
 def probe_remote(transport: Transport, url: str) -> RemoteInfo:
     """Probe `url`; raises a TransferError when neither HEAD nor a ranged GET gives an answer."""
     head_error: TransferError | None = None
@@ -65,7 +61,7 @@ def probe_remote(transport: Transport, url: str) -> RemoteInfo:
         head_error = exc
     else:
         size = content_length(response)
-        if response.status_code == 200 and size is not None and not _encoded(response):
+        if response.status_code == 200 and size is not None and content_coding(response) is None:
             accept = response.headers.get("Accept-Ranges", "").strip().lower()
             ranges = True if accept == "bytes" else False if accept == "none" else None
             return RemoteInfo(
@@ -96,7 +92,7 @@ def _probe_get(transport: Transport, url: str) -> RemoteInfo:
         elif status == 416 and headers.get("Content-Range", "").strip() == "bytes */0":
             size, ranges = 0, True  # an empty file has no satisfiable range
         elif status == 200:
-            size = None if _encoded(response) else content_length(response)
+            size = None if content_coding(response) else content_length(response)
             ranges = False
         else:
             raise status_error(response, "probe")

@@ -409,9 +409,15 @@ def status_error(response: requests.Response, what: str) -> HTTPStatusError:
     )
 
 
-def _check_identity(response: requests.Response) -> None:
+def content_coding(response: requests.Response) -> str | None:
+    """The body's content coding, or None when it is the identity (what we always ask for)."""
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    return None if encoding in ("", "identity") else encoding
+
+
+def _check_identity(response: requests.Response) -> None:
+    encoding = content_coding(response)
+    if encoding is not None:
         raise ProtocolViolation(
             f"server sent a {encoding}-encoded body although identity was requested"
         )
