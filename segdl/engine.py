@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import mmap
 import random
 import threading
 import time
@@ -38,7 +39,7 @@ from .options import Options
 from .probe import RemoteInfo, probe_remote
 from .progress import Listener, StartInfo
 from .retry import RetryPolicy, wait_before_retry
-from .sink import PartFile, free_space
+from .sink import ALIGN, PartFile, direct_io_suitable, free_space
 from .transport import Body, Transport, Validators
 from .verify import Checksum, file_digest, server_digest
 
@@ -155,7 +156,7 @@ class Job:
             victim = self.segments[victim_index]
             with victim.lock:
                 cut = plan.steal_point(
-                    victim.pos, victim.stop, min_split, victim.rate(now), thief_rate
+                    victim.pos, victim.stop, min_split, victim.rate(now), thief_rate, align=ALIGN
                 )
                 if cut is None:
                     return None
@@ -309,6 +310,8 @@ class Engine:
         assert info.size is not None
         control = companions(final)[1]
         part, segments = self._open_or_resume(info, final)
+        if self.options.direct_io and direct_io_suitable(part.path):
+            part.enable_direct_io()
         job = Job(info, part, segments)
         resumed = job.done_bytes()
         remaining = info.size - resumed
@@ -340,6 +343,7 @@ class Engine:
             info.size,
             self.options.connections * _PIECES_PER_CONNECTION,
             self.options.min_split,
+            align=ALIGN,
         )
         segments = [Segment(a, a, b) for a, b in ranges]
         if info.validators.empty:
@@ -404,7 +408,8 @@ class Engine:
             )
 
     def _segment_worker(self, job: Job) -> None:
-        buffer = memoryview(bytearray(self.options.buffer_size))
+        # Page-aligned, as direct writes need; whole pages, as the kernel maps them.
+        buffer = memoryview(mmap.mmap(-1, -(-self.options.buffer_size // ALIGN) * ALIGN))
         min_split = self.options.min_split
         rate: float | None = None  # this worker's own last measured rate
         while not self._halt.is_set():
@@ -463,31 +468,49 @@ class Engine:
                     job.streaming -= 1
 
     def _pump(self, seg: Segment, body: Body, buffer: memoryview, part: PartFile) -> None:
-        # The hot loop: one read into the reused buffer, one positional write, one short lock.
-        lock = seg.lock
+        # The hot loop: reads fill the reused buffer, and one positional write empties it when
+        # it is full, at the end of the range, when its oldest byte is one save interval old
+        # (so a crash loses no more than that) and before any error or stop goes on up.
         size = len(buffer)
         halt = self._halt
-        fetched = 0
+        monotonic = self.clock.monotonic
+        stale = self.options.save_interval
+        fill = 0
+        oldest = 0.0
         try:
             while True:
-                want = seg.stop - seg.pos
+                pos = seg.pos
+                want = seg.stop - pos - fill
                 if want <= 0:
                     return
-                n = body.readinto(buffer[: min(size, want)])
+                # Until the position is block-aligned, fill only up to the next block boundary.
+                limit = size if pos % ALIGN == 0 else ALIGN - pos % ALIGN
+                n = body.readinto(buffer[fill : fill + min(limit - fill, want)])
                 if n == 0:
-                    raise TruncatedError(f"body ended early at byte {seg.pos}")
+                    raise TruncatedError(f"body ended early at byte {pos + fill}")
+                if fill == 0:
+                    oldest = monotonic()
+                fill += n
                 if halt.is_set():
                     raise _Stop
-                with lock:
-                    pos = seg.pos
-                    end = min(pos + n, seg.stop)
-                    if end > pos:
-                        part.write_at(buffer[: end - pos], pos)
-                        seg.pos = end
-                        fetched += end - pos
+                if fill >= limit or n >= want or monotonic() - oldest >= stale:
+                    self._flush(seg, buffer, fill, part)
+                    fill = 0
         finally:
+            if fill:
+                self._flush(seg, buffer, fill, part)  # bytes that arrived are kept, always
+
+    def _flush(self, seg: Segment, buffer: memoryview, fill: int, part: PartFile) -> None:
+        """Write the buffer's `fill` bytes at the range's position, up to its (maybe cut) stop."""
+        with seg.lock:
+            pos = seg.pos
+            end = min(pos + fill, seg.stop)
+            if end > pos:
+                part.write_blocks(buffer[: end - pos], pos)
+                seg.pos = end
+        if end > pos:
             with self._error_lock:
-                self._fetched += fetched
+                self._fetched += end - pos
 
     def _should_retire(self, job: Job, exc: TransferError) -> bool:
         """Give up this connection when the server refuses extra ones but others are working."""

@@ -6,34 +6,35 @@ turns them into the inclusive HTTP form.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 MIN_SPLIT_DEFAULT = 1 << 20
 
 
-def split(size: int, parts: int, min_split: int) -> list[tuple[int, int]]:
+def split(size: int, parts: int, min_split: int, align: int = 1) -> list[tuple[int, int]]:
     """Split `[0, size)` into at most `parts` contiguous ranges, none smaller than `min_split`.
 
     A zero-byte file gives one empty range so that the caller still has one unit of work to
-    finish (creating the empty file); sizes are spread so that lengths differ by at most one byte.
+    finish (creating the empty file); sizes are spread so that lengths differ by at most one byte,
+    or, with `align`, every boundary is a multiple of `align` and lengths differ by at most that.
     """
     if size < 0:
         raise ValueError("size must be >= 0")
-    if parts < 1 or min_split < 1:
-        raise ValueError("parts and min_split must be >= 1")
-    count = max(1, min(parts, size // min_split))
-    base, extra = divmod(size, count)
-    ranges = []
-    start = 0
-    for i in range(count):
-        stop = start + base + (1 if i < extra else 0)
-        ranges.append((start, stop))
-        start = stop
-    return ranges
+    if parts < 1 or min_split < 1 or align < 1:
+        raise ValueError("parts, min_split and align must be >= 1")
+    count = max(1, min(parts, size // min_split, size // align))
+    bounds = [-(-size * i // count) // align * align for i in range(count)] + [size]
+    return list(itertools.pairwise(bounds))
 
 
 def steal_point(
-    pos: int, stop: int, min_split: int, owner_rate: float | None, thief_rate: float | None
+    pos: int,
+    stop: int,
+    min_split: int,
+    owner_rate: float | None,
+    thief_rate: float | None,
+    align: int = 1,
 ) -> int | None:
     """Where to cut a range whose owner is at `pos`, so that a thief takes `[cut, stop)`.
 
@@ -41,8 +42,19 @@ def steal_point(
     owner keeps little, or nothing at all when the rest is small (the thief takes at least
     `min_split`, or everything), so a straggling connection is dropped rather than waited for.
     Without rates, the back half goes, and both halves stay at least `min_split` long.
-    None when there is nothing worth taking.
+    With `align`, the cut moves up to the next multiple of `align` (block-aligned writes for
+    the thief). None when there is nothing worth taking.
     """
+    cut = _cut(pos, stop, min_split, owner_rate, thief_rate)
+    if cut is None or align == 1:
+        return cut
+    cut = -(-cut // align) * align
+    return cut if cut < stop else None
+
+
+def _cut(
+    pos: int, stop: int, min_split: int, owner_rate: float | None, thief_rate: float | None
+) -> int | None:
     remaining = stop - pos
     if owner_rate is not None and thief_rate is not None and owner_rate + thief_rate > 0:
         if remaining <= 0:

@@ -3,6 +3,12 @@
 Workers write their bytes with positional writes, so there is no shared file position and no
 lock around writes. Only `commit()` ever puts a file under the final name, with an atomic
 `os.replace` in the destination's own directory.
+
+On a local Linux file system, whole aligned blocks bypass the page cache
+(`O_DIRECT`, through a second descriptor of the same open file): sixteen threads copying into
+the page cache of one file contend for its inode lock, and on the benchmark VM that path fell
+into a mode three times slower than the disk itself. Unaligned heads and tails, and every write
+once the file system refuses `O_DIRECT`, go through the page cache as before.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from .errors import DestinationError, DiskFullError
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # shared with state: never open through a link
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+ALIGN = 4096  # offset, length and buffer alignment of a direct write: the largest common block
+# Local file systems whose O_DIRECT writes are plain block writes. Network and FUSE file
+# systems are left out: their O_DIRECT is uncached synchronous I/O, or refused.
+_DIRECT_FS = frozenset({"ext4", "xfs", "btrfs", "f2fs"})
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -50,6 +61,39 @@ else:  # pragma: no cover - platforms without pwrite (Windows) serialise seek+wr
             return os.write(fd, data)
 
 
+def _mount_fs_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The file system type of the mount holding `path` (the longest mount point prefix)."""
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, fs_type = -1, None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if not sep or len(fields) < 5 or not rest:
+            continue
+        mount = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= best:
+            best, fs_type = len(mount), rest[0]
+    return fs_type
+
+
+def direct_io_suitable(path: Path) -> bool:
+    """Whether whole blocks of the file at `path` should bypass the page cache.
+
+    Only on Linux, on a local file system whose O_DIRECT is a plain block write: there, direct
+    writes cost no copy and leave the page cache to the user's other files. (The disk's
+    "rotational" flag is not asked: virtual disks report 1 whatever backs them.)
+    """
+    if not (_O_DIRECT and os.path.isdir("/proc/self/fd")):
+        return False
+    return _mount_fs_type(path.parent) in _DIRECT_FS
+
+
 class PartFile:
     """An open `.part` file that becomes `final` on commit."""
 
@@ -57,6 +101,7 @@ class PartFile:
         self.path = path
         self.final = final
         self.fd = fd
+        self.direct_fd = -1  # the same open file with O_DIRECT, when enabled
         self._lock = threading.Lock()
 
     @classmethod
@@ -124,6 +169,57 @@ class PartFile:
         except OSError as exc:
             raise destination_error(exc, self.path, "write") from None
 
+    def enable_direct_io(self) -> bool:
+        """Open the file again with O_DIRECT for `write_blocks`; False when refused.
+
+        Reopening `/proc/self/fd/N` gives the very file already open, never whatever a path
+        may point to by now.
+        """
+        if self.direct_fd >= 0:
+            return True
+        if not _O_DIRECT:
+            return False
+        try:
+            self.direct_fd = os.open(f"/proc/self/fd/{self.fd}", os.O_RDWR | _O_DIRECT | _CLOEXEC)
+        except OSError:
+            return False
+        if not os.path.samestat(os.fstat(self.direct_fd), os.fstat(self.fd)):
+            self._drop_direct()
+            return False
+        return True
+
+    def _drop_direct(self) -> None:
+        fd, self.direct_fd = self.direct_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def write_blocks(self, data: memoryview, offset: int) -> None:
+        """Write all of `data` at `offset`; whole aligned blocks directly when enabled.
+
+        `data` must start at the start of a page-aligned buffer (an anonymous `mmap`). Its
+        aligned part goes to the disk with O_DIRECT, the unaligned rest through the page
+        cache. A file system that refuses a direct write after all (EINVAL) gets every later
+        write through the page cache.
+        """
+        length = len(data)
+        if self.direct_fd >= 0 and offset % ALIGN == 0 and length >= ALIGN:
+            whole = length - length % ALIGN
+            try:
+                done = 0
+                while done < whole:
+                    written = os.pwrite(self.direct_fd, data[done:whole], offset + done)
+                    if written <= 0 or written % ALIGN:
+                        done += max(written, 0)
+                        break  # a short, unaligned direct write: the rest goes buffered
+                    done += written
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise destination_error(exc, self.path, "write") from None
+                self._drop_direct()
+            else:
+                data, offset = data[done:], offset + done
+        self.write_at(data, offset)
+
     def sync(self) -> None:
         """Make the bytes written so far durable before a control file vouches for them."""
         try:
@@ -135,6 +231,7 @@ class PartFile:
         return os.pread(self.fd, size, offset)
 
     def close(self) -> None:
+        self._drop_direct()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
