@@ -44,6 +44,7 @@ def download(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
     listener: Listener | None = None,
@@ -80,6 +81,7 @@ def download(
         location_trusted=location_trusted,
         allow_downgrade=allow_downgrade,
         trust_env=trust_env,
+        direct_io=direct_io,
     )
     listener = listener or Listener()
     target = _target(dest, directory)

@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-resume", action="store_true", help="ignore a partial download and start again"
     )
+    parser.add_argument(
+        "--no-direct-io",
+        action="store_true",
+        help="write through the page cache only (default: whole blocks bypass it on ext4, "
+        "xfs, btrfs and f2fs)",
+    )
     exists = parser.add_mutually_exclusive_group()
     exists.add_argument(
         "--if-exists",
@@ -254,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             location_trusted=args.location_trusted,
             allow_downgrade=args.allow_downgrade,
             trust_env=not args.no_proxy_env,
+            direct_io=not args.no_direct_io,
             listener=listener,
         )
     except UsageError as exc:

@@ -13,11 +13,12 @@ MIN_SPLIT_DEFAULT = 1 << 20
 
 
 def split(size: int, parts: int, min_split: int, align: int = 1) -> list[tuple[int, int]]:
-    """Split `[0, size)` into at most `parts` contiguous ranges, none smaller than `min_split`.
+    """Split `[0, size)` into at most `parts` contiguous ranges of about `min_split` or more.
 
     A zero-byte file gives one empty range so that the caller still has one unit of work to
     finish (creating the empty file); sizes are spread so that lengths differ by at most one byte,
-    or, with `align`, every boundary is a multiple of `align` and lengths differ by at most that.
+    or, with `align`, every boundary is a multiple of `align` and lengths differ by less than
+    twice that.
     """
     if size < 0:
         raise ValueError("size must be >= 0")

@@ -203,3 +203,32 @@ def test_pick_victim_tie_keeps_first() -> None:
 
 def test_pick_victim_zero_min_seconds() -> None:
     assert pick_victim([(2 * MiB, 1e12)], 0.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "parts", "min_split"),
+    [(10 * 4096 + 7, 3, 1), (1_000_003, 64, 4096), (3 * 4096, 8, 1), (4095, 4, 1), (0, 4, 1)],
+)
+def test_split_aligned_boundaries(size: int, parts: int, min_split: int) -> None:
+    ranges = split(size, parts, min_split, align=4096)
+    assert ranges[0][0] == 0 and ranges[-1][1] == size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert all(start % 4096 == 0 for start, _ in ranges)
+    assert len(ranges) <= max(1, size // 4096) and len(ranges) <= parts
+    if size:
+        assert all(stop > start for start, stop in ranges)
+        lengths = [stop - start for start, stop in ranges]
+        assert max(lengths) - min(lengths) < 2 * 4096
+
+
+def test_split_align_one_is_the_plain_split() -> None:
+    assert split(10, 3, 1, align=1) == split(10, 3, 1) == [(0, 4), (4, 7), (7, 10)]
+
+
+def test_steal_point_aligned_rounds_up() -> None:
+    assert steal_point(0, 100_000, 1, None, None) == 50_000
+    assert steal_point(0, 100_000, 1, None, None, align=4096) == 53_248  # 13 * 4096
+    # Owner at 10 B/s and thief at 30 B/s over 20000 bytes: keep 5000, cut at 8192.
+    assert steal_point(0, 20_000, 1, 10.0, 30.0, align=4096) == 8192
+    # A cut that rounds up to the stop leaves nothing to take.
+    assert steal_point(0, 9000, 1, 30.0, 1.0, align=4096) is None
