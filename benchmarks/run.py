@@ -293,7 +293,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         rng = self.headers.get("Range", "-")
         self.bench.log_line(
             f"{self.serial} {self.requests_on_conn} {status} {sent} "
-            f'{time.monotonic() - started:.3f} "{rng}"'
+            f'{time.monotonic() - started:.3f} "{rng}" {time.time():.3f}'
         )
 
     def _respond(self, head: bool) -> tuple[int, int]:
@@ -421,12 +421,20 @@ class LogStats:
     requests: int
     connections: int
     served_bytes: int
+    window_s: float | None = None  # first request's start to last response's end
 
 
 def read_log_stats(path: Path, offset: int) -> LogStats:
-    """Access-log lines since `offset`: '<conn> <req#> <status> <bytes> <secs> "<range>"'."""
+    """Access-log lines since `offset`:
+    '<conn> <req#> <status> <bytes> <secs> "<range>" <end, epoch seconds>'.
+
+    The window is the transfer as the server saw it, from the start of the first request
+    (its end minus its duration) to the end of the last: process start-up is not in it.
+    """
     conns: set[str] = set()
     requests = served = 0
+    starts: list[float] = []
+    ends: list[float] = []
     try:
         with path.open("rb") as log:
             log.seek(offset)
@@ -438,9 +446,15 @@ def read_log_stats(path: Path, offset: int) -> LogStats:
                 conns.add(cols[0])
                 with contextlib.suppress(ValueError):
                     served += int(cols[3])
+                if len(cols) >= 7:
+                    with contextlib.suppress(ValueError):
+                        end = float(cols[-1])
+                        starts.append(end - float(cols[4]))
+                        ends.append(end)
     except OSError:
         pass
-    return LogStats(requests, len(conns), served)
+    window = max(ends) - min(starts) if ends else None
+    return LogStats(requests, len(conns), served, window)
 
 
 class ManagedServer:
@@ -632,7 +646,7 @@ class NginxServer(ManagedServer):
             "    keepalive_requests 1000000;\n"
             f"{temp}"
             "    log_format bench '$connection $connection_requests $status $body_bytes_sent '\n"
-            "                     '$request_time \"$http_range\"';\n"
+            "                     '$request_time \"$http_range\" $msec';\n"
             f"    access_log {self.log_path} bench;\n"
             f"{map_block}"
             "    server {\n"
@@ -957,6 +971,7 @@ class RunRecord:
     requests: int | None
     connections: int | None
     served_bytes: int | None
+    server_window_s: float | None
     tty_bytes: int | None
     loadavg_before: float
     loadavg_after: float
@@ -986,11 +1001,13 @@ class Summary:
     requests: float | None = None
     connections: float | None = None
     served_mib: float | None = None
+    server_window_s: float | None = None
     tty_bytes: float | None = None
     ideal_mib_s: float | None = None
     wall_vs_aria2c: float | None = None
     cpu_vs_aria2c: float | None = None
     speedup_vs_n1: float | None = None
+    server_speedup_vs_n1: float | None = None
 
 
 @dataclass
@@ -1392,6 +1409,7 @@ class Bench:
             requests=stats.requests,
             connections=stats.connections,
             served_bytes=stats.served_bytes,
+            server_window_s=stats.window_s,
             tty_bytes=m.tty_bytes,
             loadavg_before=load_before,
             loadavg_after=load_after,
@@ -1451,6 +1469,7 @@ class Bench:
                 row.connections = median(r.connections for r in ok)
                 served = [r.served_bytes / MiB for r in ok if r.served_bytes is not None]
                 row.served_mib = median(served)
+                row.server_window_s = median(r.server_window_s for r in ok)
                 row.tty_bytes = median(r.tty_bytes for r in ok)
             rows.append(row)
         for row in rows:
@@ -1463,6 +1482,8 @@ class Bench:
                 base = self.find(rows, "throttled", "segdl", 1, row.size)
                 if base is not None and base.wall_s:
                     row.speedup_vs_n1 = base.wall_s / row.wall_s
+                if base is not None and base.server_window_s and row.server_window_s:
+                    row.server_speedup_vs_n1 = base.server_window_s / row.server_window_s
         return rows
 
     @staticmethod
@@ -1850,6 +1871,7 @@ def markdown_table(scenario: str, rows: list[Summary]) -> list[str]:
     cols = ["tool", "size", "runs ok", "wall s (median)", "min-max s", "MiB/s"]
     if scenario == "throttled":
         cols += ["ideal MiB/s", "speed-up vs segdl -n1"]
+        cols += ["server window s", "server MiB/s", "server speed-up"]
     cols += ["wall ÷ aria2c", "CPU s", "CPU ÷ aria2c", "peak RSS MiB"]
     cols += ["requests", "conns", "served MiB"]
     if scenario == "overhead":
@@ -1872,6 +1894,12 @@ def markdown_table(scenario: str, rows: list[Summary]) -> list[str]:
         ]
         if scenario == "throttled":
             cells += [fmt(r.ideal_mib_s, 0), fmt(r.speedup_vs_n1, 2, "x")]
+            window = r.server_window_s
+            cells += [
+                fmt(window),
+                fmt(r.size / MiB / window if window else None, 1),
+                fmt(r.server_speedup_vs_n1, 2, "x"),
+            ]
         cells += [
             fmt(r.wall_vs_aria2c),
             fmt(r.cpu_s),
