@@ -1165,6 +1165,7 @@ class Bench:
         if info.note:
             info.path = None
             return info
+        self._compile_segdl()
         version = first_line([*self.segdl_cmd, "--version"], self.env, self.dl_dir)
         if not re.search(r"[0-9]+\.[0-9]+", version):
             version = (
@@ -1181,6 +1182,31 @@ class Bench:
             )
         info.version = version
         return info
+
+    def _compile_segdl(self) -> None:
+        """Byte-compile segdl's package, as `pip install` does for a regular install.
+
+        An editable install run with PYTHONDONTWRITEBYTECODE=1 (set on some machines) would
+        otherwise compile every module from source on every run, a cost no user pays.
+        """
+        python = self.segdl_cmd[0]
+        where = first_line(
+            [python, "-c", "import os, segdl; print(os.path.dirname(segdl.__file__))"],
+            self.env,
+            self.dl_dir,
+        )
+        if not where or not Path(where).is_dir():
+            return
+        proc = subprocess.run(
+            [python, "-m", "compileall", "-q", where],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=self.env,
+        )
+        if proc.returncode == 0:
+            self.notes.append(f"segdl's modules were byte-compiled first (`compileall {where}`)")
 
     def available(self, tool: str) -> bool:
         info = self.tools.get(tool)
