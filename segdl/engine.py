@@ -137,6 +137,9 @@ class Job:
         self.part = part
         self.segments = segments
         self.lock = threading.Lock()  # guards the segment list, `active` flags and counters
+        # Notified when a worker lets go of a range: idle workers then look again at once
+        # (the last range's end, above all, must not wait out an idle poll).
+        self.released = threading.Condition(self.lock)
         self.streaming = 0  # workers with an open body right now
         self.rates: dict[int, float] = {}  # each worker's last measured rate, bytes/s
 
@@ -415,10 +418,11 @@ class Engine:
         while not self._halt.is_set():
             seg = job.next_work(min_split, self.clock.monotonic(), rate)
             if seg is None:
-                if not job.in_flight():
-                    return
-                # A range may yet turn out slow enough to be worth taking over.
-                self._halt.wait(_IDLE_POLL)
+                with job.lock:
+                    if not job.in_flight():
+                        return
+                    # A range may yet turn out slow enough to be worth taking over.
+                    job.released.wait(_IDLE_POLL)
                 continue
             try:
                 began, first = self.clock.monotonic(), seg.pos
@@ -430,7 +434,9 @@ class Engine:
                     if job.is_straggler(rate):
                         self.transport.reconnect()
             finally:
-                seg.active = False
+                with job.lock:
+                    seg.active = False
+                    job.released.notify_all()
 
     def _fetch_segment(self, job: Job, seg: Segment, buffer: memoryview) -> bool:
         """Stream `seg` to the end; False when this worker retires instead."""

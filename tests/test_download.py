@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,29 @@ def test_public_api_is_what_all_says() -> None:
     assert issubclass(segdl.UsageError, segdl.SegdlError)
     assert issubclass(segdl.TransferError, segdl.SegdlError)
     assert issubclass(segdl.DestinationError, segdl.SegdlError)
+
+
+def test_idle_workers_leave_when_the_last_range_ends(
+    httpserver: RangeHTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eight connections, two ranges: six workers idle, waiting for a range worth taking over.
+    # They must be woken when the ranges end, not by their idle poll (made endless here).
+    monkeypatch.setattr("segdl.engine._IDLE_POLL", 1e6)
+    data = payload(2 * MIB)
+    served = serve_file(httpserver, "/f.bin", data)
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(
+                segdl.download(served.url, tmp_path / "f.bin", connections=8, min_split=MIB)
+            )
+        except BaseException as exc:  # reported by the assertion below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)  # a hang guard, not a speed limit: the download needs milliseconds
+    assert not worker.is_alive(), "idle workers were never woken"
+    assert isinstance(outcome[0], segdl.Result)
+    assert (tmp_path / "f.bin").read_bytes() == data
