@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,15 +51,23 @@ class TqdmListener(Listener):
         self._file = file
         self._args = tqdm_args
         self._bar: Any = None
-        self.warnings: list[str] = []
-        # Importing tqdm takes tens of milliseconds: do it while the probe waits on the network.
+        self._info: StartInfo | None = None
+        # Importing tqdm takes tens of milliseconds: it runs beside the probe and the transfer,
+        # and the bar appears at the first progress report after it is done. A download over
+        # before then has no bar, only the summary line (a fixed cost, not 3% of a short run).
         self._loader = threading.Thread(
             target=importlib.import_module, args=("tqdm",), name="segdl-tqdm", daemon=True
         )
         self._loader.start()
 
     def start(self, info: StartInfo) -> None:
-        self._loader.join()
+        self._info = info
+        self._open()
+
+    def _open(self) -> None:
+        info = self._info
+        if self._bar is not None or info is None or self._loader.is_alive():
+            return
         from tqdm import tqdm
 
         self._bar = tqdm(
@@ -87,6 +96,7 @@ class TqdmListener(Listener):
         return {"ncols": 80, "nrows": 24}
 
     def progress(self, done: int, total: int | None, connections: int) -> None:
+        self._open()
         bar = self._bar
         if bar is None:
             return
@@ -96,12 +106,14 @@ class TqdmListener(Listener):
         bar.update(done - bar.n)
 
     def warning(self, message: str) -> None:
+        line = f"segdl: warning: {message}"
         if self._bar is not None:
-            self._bar.write(f"segdl: warning: {message}", file=self._file)
+            self._bar.write(line, file=self._file)
         else:
-            self.warnings.append(message)
+            print(line, file=self._file or sys.stderr, flush=True)
 
     def finish(self, done: int) -> None:
+        self._info = None  # a bar not open yet stays closed
         if self._bar is not None:
             self._bar.update(done - self._bar.n)
             self._bar.close()
