@@ -56,7 +56,7 @@ class Options:
     location_trusted: bool = False
     allow_downgrade: bool = False
     trust_env: bool = True
-    direct_io: bool = True  # whole blocks bypass the page cache where that suits the disk
+    direct_io: bool = True  # whole blocks bypass the page cache on local file systems
 
     def __post_init__(self) -> None:
         if not 1 <= self.connections <= MAX_CONNECTIONS:

@@ -37,7 +37,7 @@ def force_direct(part: PartFile) -> int:
     """Direct I/O on, or where the file system refuses it, a plain second descriptor in its
     place: the fallback logic under test is the same either way."""
     if not part.enable_direct_io():
-        part.direct_fd = os.dup(part.fd)
+        part.direct_fd, part.direct = os.dup(part.fd), True
     return part.direct_fd
 
 
@@ -104,7 +104,7 @@ def test_write_blocks_puts_the_same_bytes_either_way(
         buffered = spy.to(part.fd)
         assert buffered == ([(offset + whole, length - whole)] if length > whole else [])
     else:
-        assert part.direct_fd == -1
+        assert part.direct_fd == -1 and not part.direct
         assert spy.to(part.fd) == [(offset, length)]
 
 
@@ -117,7 +117,8 @@ def test_direct_write_refused_falls_back_to_the_page_cache_for_good(
     part.write_blocks(aligned(first), 0)
     part.write_blocks(aligned(second), 8 * KIB)
     assert os.pread(part.fd, 16 * KIB, 0) == first + second
-    assert part.direct_fd == -1
+    assert not part.direct
+    os.fstat(direct_fd)  # still open: another worker may be writing through it
     assert spy.to(direct_fd) == [(0, 8 * KIB)]  # tried once, never again
     assert spy.to(part.fd) == [(0, 8 * KIB), (8 * KIB, 8 * KIB)]
 
@@ -163,7 +164,7 @@ def test_close_closes_both_descriptors(part: PartFile) -> None:
     direct = part.enable_direct_io()
     fds = [part.fd] + ([part.direct_fd] if direct else [])
     part.close()
-    assert part.fd == -1 and part.direct_fd == -1
+    assert part.fd == -1 and part.direct_fd == -1 and not part.direct
     for fd in fds:
         with pytest.raises(OSError):
             os.fstat(fd)
