@@ -1,5 +1,5 @@
-"""Injected time for download tests: a sleep that returns at once and records what it was
-asked to wait, and a clock with a fixed wall time and centred jitter."""
+"""Shared test helpers: injected time (a sleep that returns at once and records what it was
+asked to wait, a clock with a fixed wall time and centred jitter) and the served bytes."""
 
 from __future__ import annotations
 
@@ -22,3 +22,8 @@ def fast_clock() -> tuple[Clock, Sleeps]:
     """A Clock whose sleeps take no time, whose wall clock is NOW and whose jitter is zero."""
     sleeps = Sleeps()
     return Clock(sleep=sleeps, wall=lambda: NOW, rand=lambda: 0.5), sleeps
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    """Deterministic bytes where every offset differs from its neighbours (shifts show up)."""
+    return bytes((i * 7 + seed + (i >> 8) * 13) % 251 for i in range(size))

@@ -9,13 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakes import payload
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 MIB = 1024 * 1024
-
-
-def payload(size: int) -> bytes:
-    return bytes((i * 31 + (i >> 10)) % 253 for i in range(size))
 
 
 def segdl(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:

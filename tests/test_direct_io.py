@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import payload
 from rangeserver import RangeHTTPServer, serve_file
 
 import segdl
@@ -27,10 +28,6 @@ from segdl.sink import ALIGN, PartFile
 
 KIB = 1024
 MIB = 1024 * 1024
-
-
-def payload(size: int, seed: int = 3) -> bytes:
-    return bytes((i * 11 + seed + (i >> 9) * 5) % 253 for i in range(size))
 
 
 def force_direct(part: PartFile) -> int:

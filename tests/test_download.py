@@ -13,18 +13,13 @@ import threading
 from pathlib import Path
 
 import pytest
-from fakes import fast_clock
+from fakes import fast_clock, payload
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
 
 KIB = 1024
 MIB = 1024 * 1024
-
-
-def payload(size: int, seed: int = 1) -> bytes:
-    """Deterministic bytes where every offset differs from its neighbours (shifts show up)."""
-    return bytes((i * 7 + seed + (i >> 8) * 13) % 251 for i in range(size))
 
 
 def covered(ranges: list[tuple[int, int]], size: int) -> bool:

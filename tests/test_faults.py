@@ -14,17 +14,13 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from fakes import NOW, fast_clock
+from fakes import NOW, fast_clock, payload
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
 
 KIB = 1024
 MIB = 1024 * 1024
-
-
-def payload(size: int, seed: int = 5) -> bytes:
-    return bytes((i * 17 + seed + (i >> 12)) % 256 for i in range(size))
 
 
 def test_connection_dropping_every_few_hundred_kib_still_finishes(

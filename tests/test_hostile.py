@@ -17,15 +17,12 @@ from pathlib import Path
 import pytest
 import trustme
 import urllib3
+from fakes import payload
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
 
 MIB = 1024 * 1024
-
-
-def payload(size: int) -> bytes:
-    return bytes((i * 13 + 1) % 256 for i in range(size))
 
 
 @pytest.fixture
