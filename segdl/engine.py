@@ -1,9 +1,11 @@
-"""The download engine: plan or resume, run the worker pool with work stealing, verify, commit.
+"""The download engine: one file from its first answer to a committed file.
 
-Data flow: `RemoteInfo` -> segments (a fresh plan, or what the control file says is missing) ->
-N worker threads, each streaming a range into the `.part` file at its own offsets -> the main
-thread samples counters for the listener and saves the control file -> every byte accounted for
--> checksum -> `os.replace` onto the final name -> control file removed.
+Data flow: `RemoteInfo` (from a HEAD probe, or from the first GET of a batch item, which also
+carries the body) -> segments (a fresh plan, or what the control file says is missing) -> a
+`Job` offered to the run's `Scheduler`, whose shared workers stream ranges into the `.part` file
+at their own offsets -> the driver (the thread that called `run`) samples counters for the
+listener and saves the control file -> every byte accounted for -> checksum -> `os.replace`
+onto the final name -> control file removed.
 
 Workers never call the listener, never log and take one uncontended lock per read buffer (to
 move their position past the bytes they just wrote, so that a thief never takes bytes twice).
@@ -35,10 +37,12 @@ from .errors import (
     TransferError,
     TruncatedError,
 )
+from .job import Job, Segment, Stop
 from .options import Options
-from .probe import RemoteInfo, probe_remote
+from .probe import RemoteInfo, info_from_first, probe_remote
 from .progress import Listener, StartInfo
-from .retry import RetryPolicy, wait_before_retry
+from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
+from .scheduler import Halted, HostKey, Scheduler, host_key
 from .sink import ALIGN, PartFile, direct_io_suitable, free_space
 from .transport import Body, Transport, Validators
 from .verify import Checksum, file_digest, server_digest
@@ -46,23 +50,36 @@ from .verify import Checksum, file_digest, server_digest
 PART_SUFFIX = ".part"  # the bytes, until the final rename
 CONTROL_SUFFIX = ".segdl"  # the control file that makes the bytes resumable
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
-_TICK = 0.1  # how often the main thread samples progress
+_TICK = 0.1  # how often the driver samples progress
 _MAX_RESTARTS = 2  # restarts from zero after the remote changed mid-run
-_STEAL_MIN_SECONDS = 0.5  # steal only from a range that needs at least this long to finish
 _RATE_AFTER = 0.25  # seconds of data before a connection's rate counts
-_IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth stealing
 # Ranges planned per connection: a straggling connection then holds a small share of the
 # file, and the others pick up the rest as they free up (reused connections make the extra
 # requests cheap).
 _PIECES_PER_CONNECTION = 4
-# A connection much slower than the others is dropped after its range, and a new one made:
-# the next may take a better path (or, on servers that limit by connection, a better slot).
-_SLOW_FRACTION = 0.25
 # Data is fsynced at most this often, and never so often that syncing takes over ~3% of the
 # time: each sync forces to disk what would otherwise stay in the page cache. Between syncs the
 # control file still records every written byte, which survives a crash of the process.
 _SYNC_INTERVAL = 2.0
 _SYNC_BUDGET = 30
+# A single stream smaller than this is not preallocated: one request writes it at once, and
+# two system calls per small file of a batch are worth saving.
+_ALLOCATE_MIN = 1 << 20
+
+_local = threading.local()
+
+
+def thread_buffer(size: int) -> memoryview:
+    """This thread's reused read buffer (drivers of a batch fetch one small file after another)."""
+    buffer: memoryview | None = getattr(_local, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _local.buffer = page_buffer(size)
+    return buffer[:size] if len(buffer) > size else buffer
+
+
+def page_buffer(size: int) -> memoryview:
+    """A page-aligned buffer of whole pages, as direct writes need and the kernel maps them."""
+    return memoryview(mmap.mmap(-1, -(-size // ALIGN) * ALIGN))
 
 
 @dataclass
@@ -78,34 +95,6 @@ class Clock:
 def companions(final: Path) -> tuple[Path, Path]:
     """The `.part` file and the control file that stand beside `final` while it downloads."""
     return final.with_name(final.name + PART_SUFFIX), final.with_name(final.name + CONTROL_SUFFIX)
-
-
-class Segment:
-    """`[start, stop)` of the file, written up to `pos`. `stop` only ever moves down (stealing)."""
-
-    __slots__ = ("active", "lock", "opened_at", "opened_pos", "pos", "start", "stop")
-
-    def __init__(self, start: int, pos: int, stop: int) -> None:
-        self.start = start
-        self.pos = pos
-        self.stop = stop
-        self.active = False
-        self.lock = threading.Lock()
-        self.opened_at: float | None = None  # when the body now being read was requested
-        self.opened_pos = pos
-
-    @property
-    def remaining(self) -> int:
-        return self.stop - self.pos
-
-    def opened(self, now: float) -> None:
-        self.opened_at, self.opened_pos = now, self.pos
-
-    def rate(self, now: float) -> float | None:
-        """Bytes/s of the connection serving this range, once it has been measured a while."""
-        if self.opened_at is None or now - self.opened_at < _RATE_AFTER:
-            return None
-        return (self.pos - self.opened_pos) / (now - self.opened_at)
 
 
 @dataclass
@@ -125,75 +114,8 @@ class Result:
     warnings: list[str] = field(default_factory=list)
 
 
-class _Stop(Exception):
-    """A worker leaves its loop because the job was cancelled (internal)."""
-
-
-class Job:
-    """One file's segments and the bookkeeping the workers share."""
-
-    def __init__(self, info: RemoteInfo, part: PartFile, segments: list[Segment]) -> None:
-        self.info = info
-        self.part = part
-        self.segments = segments
-        self.lock = threading.Lock()  # guards the segment list, `active` flags and counters
-        # Notified when a worker lets go of a range: idle workers then look again at once
-        # (the last range's end, above all, must not wait out an idle poll).
-        self.released = threading.Condition(self.lock)
-        self.streaming = 0  # workers with an open body right now
-        self.rates: dict[int, float] = {}  # each worker's last measured rate, bytes/s
-
-    def next_work(self, min_split: int, now: float, thief_rate: float | None) -> Segment | None:
-        """An unowned unfinished segment, else the tail of the slowest range in flight."""
-        with self.lock:
-            for seg in self.segments:
-                if not seg.active and seg.pos < seg.stop:
-                    seg.active = True
-                    return seg
-            victim_index = plan.pick_victim(
-                [(s.remaining, s.rate(now)) if s.active else None for s in self.segments],
-                _STEAL_MIN_SECONDS,
-            )
-            if victim_index is None:
-                return None
-            victim = self.segments[victim_index]
-            with victim.lock:
-                cut = plan.steal_point(
-                    victim.pos, victim.stop, min_split, victim.rate(now), thief_rate, align=ALIGN
-                )
-                if cut is None:
-                    return None
-                stolen = Segment(cut, cut, victim.stop)
-                victim.stop = cut
-            stolen.active = True
-            self.segments.insert(victim_index + 1, stolen)
-            return stolen
-
-    def is_straggler(self, rate: float) -> bool:
-        """Record this worker's rate; True when it is far below the others' median."""
-        me = threading.get_ident()
-        with self.lock:
-            self.rates[me] = rate
-            others = sorted(r for worker, r in self.rates.items() if worker != me)
-        if len(others) < 3:
-            return False
-        return rate < _SLOW_FRACTION * others[len(others) // 2]
-
-    def in_flight(self) -> bool:
-        """Whether some range is still being fetched (and may yet be worth taking over)."""
-        return any(s.active and s.remaining > 0 for s in self.segments)
-
-    def done_bytes(self) -> int:
-        return sum(s.pos - s.start for s in self.segments)
-
-    def snapshot(self) -> tuple[tuple[int, int, int], ...]:
-        """The segments as `(start, done, stop)`, consistent with each other."""
-        with self.lock:
-            return tuple((s.start, s.pos, s.stop) for s in self.segments)
-
-
 class Engine:
-    """Runs one download from a probed `RemoteInfo` to a committed file."""
+    """Runs one file's download, from its first answer to a committed file, on a scheduler."""
 
     def __init__(
         self,
@@ -203,24 +125,37 @@ class Engine:
         *,
         cancel: threading.Event | None = None,
         clock: Clock | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self.transport = transport
         self.options = options
         self.listener = listener
         self.cancel = cancel or threading.Event()  # the caller's: set it to stop the download
         self.clock = clock or Clock()
-        # Set when the current pool must stop (an error, or the caller's cancel); new per pool.
+        self._own_scheduler = scheduler is None
+        self.scheduler = scheduler or Scheduler(
+            max_connections=options.connections,
+            per_host=options.connections,
+            buffer_factory=lambda: page_buffer(options.buffer_size),
+            monotonic=self.clock.monotonic,
+        )
+        # Set when the current job must stop (an error, or the caller's cancel); new per job.
         self._halt = threading.Event()
         self.sleep = self.clock.sleep or self._interruptible_sleep
         self.retry = RetryPolicy(total=options.retries)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
-        self._error: BaseException | None = None
-        self._error_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._fetched = 0
         self._boot_id = state.current_boot_id()
         self._durable: tuple[tuple[int, int, int], ...] | None = None
         self._next_sync = 0.0
+        self._host: HostKey = ("", "", 0)  # the host of the ranges (set with the job)
+        # The first GET of a batch item: its open body and the slot it holds, until used.
+        self._first: Body | None = None
+        self._first_slot: HostKey | None = None
+        self.attempts = 0  # requests that opened a body or failed (for reports)
+        self.http_status: int | None = None  # status of the last answer with a body
 
     # -- public -------------------------------------------------------------------------------
     def run(self, info: RemoteInfo, final: Path) -> Result:
@@ -240,7 +175,13 @@ class Engine:
                 with contextlib.suppress(OSError):
                     part_path.unlink()
             raise
-        part.commit()
+        finally:
+            self._drop_first()
+            if self._own_scheduler:
+                self.scheduler.close()
+        # A file fetched in one request has no control file to vouch for it: its bytes need no
+        # sync before the rename (a crash leaves the `.part`, or the whole file, never a mix).
+        part.commit(sync=segmented or self.options.sync_each_file)
         state.discard(control)
         return Result(
             path=final,
@@ -255,6 +196,62 @@ class Engine:
             warnings=list(self.warnings),
         )
 
+    def fetch_first(self, url: str, resolve: Callable[[RemoteInfo], Path | None]) -> Result | None:
+        """Batch path: a GET of `bytes=0-` that sizes the file and already carries its body.
+
+        `resolve` names the destination from what the answer says (it may raise to refuse the
+        item, or return None to skip it: the body is then dropped). A small file is done in
+        this one request; a large one is split while this connection keeps streaming.
+        """
+        policy = self.retry
+        key = host_key(url)
+        while True:
+            if self.cancel.is_set():
+                raise Interrupted("interrupted")
+            try:
+                self.scheduler.acquire(key, self.cancel)
+            except Halted:
+                raise Interrupted("interrupted") from None
+            try:
+                self.attempts += 1
+                body, final_url = self.transport.open_first(url, accept=self.options.accept)
+            except (NetworkError, HTTPStatusError) as exc:
+                self.scheduler.release(key)
+                if isinstance(exc, HTTPStatusError):
+                    self.http_status = exc.status
+                policy = self._wait(policy, exc, key)
+                continue
+            except BaseException:
+                self.scheduler.release(key)
+                raise
+            break
+        self.scheduler.succeeded(key)
+        self.http_status = body.status
+        self._first, self._first_slot = body, key
+        try:
+            info = info_from_first(url, final_url, body)
+            final = resolve(info)
+        except BaseException:
+            self._drop_first()
+            raise
+        if final is None:
+            self._drop_first()
+            return None
+        return self.run(info, final)
+
+    def _take_first(self) -> Body | None:
+        body, self._first = self._first, None
+        return body
+
+    def _drop_first(self) -> None:
+        """Close an unused first body and give its slot back (idempotent)."""
+        body = self._take_first()
+        if body is not None:
+            body.close()
+        key, self._first_slot = self._first_slot, None
+        if key is not None:
+            self.scheduler.release(key)
+
     def _transfer(
         self, info: RemoteInfo, final: Path
     ) -> tuple[RemoteInfo, PartFile, int, int, bool]:
@@ -264,15 +261,17 @@ class Engine:
         while True:
             try:
                 if info.size == 0:
+                    self._drop_first()
                     part = PartFile.create(part_path, final)
                     self.listener.start(StartInfo(info.url, final, 0, 0, 0))
                     return info, part, 0, 0, True
-                if info.segmentable:
+                if info.segmentable and self._worth_splitting(info):
                     part, resumed, connections = self._run_segmented(info, final)
                     return info, part, resumed, connections, True
                 part, resumed, connections = self._run_stream(info, final)
                 return info, part, resumed, connections, False
             except RemoteChangedError as exc:
+                self._drop_first()
                 restarts += 1
                 if restarts > _MAX_RESTARTS:
                     raise
@@ -280,27 +279,46 @@ class Engine:
                 state.discard(control)
                 info = self.probe(info.url)
             except ProtocolViolation as exc:
+                self._drop_first()
                 if not info.segmentable:
                     raise
                 self.warn(f"{exc}; falling back to a single connection")
                 state.discard(control)
                 info = dataclasses.replace(info, ranges=False)
 
+    def _worth_splitting(self, info: RemoteInfo) -> bool:
+        """A probed file is always planned in ranges (as before batches); a first GET's file
+        only when it is large enough for a second connection to help."""
+        if self._first is None:
+            return True
+        assert info.size is not None
+        return self.options.connections > 1 and info.size >= 2 * self.options.min_split
+
     def probe(self, url: str) -> RemoteInfo:
         """Probe `url`, retrying network errors and retryable statuses like any request."""
         policy = self.retry
+        key = host_key(url)
         while True:
             try:
-                return probe_remote(self.transport, url)
+                with self.scheduler.slot(key, self.cancel):
+                    return probe_remote(self.transport, url)
+            except Halted:
+                raise Interrupted("interrupted") from None
             except (NetworkError, HTTPStatusError) as exc:
-                policy = self._wait(policy, exc)
+                policy = self._wait(policy, exc, key)
                 if self.cancel.is_set():
                     raise Interrupted("interrupted") from None
 
     def _interruptible_sleep(self, seconds: float) -> None:
-        self._halt.wait(seconds)
-        if self.cancel.is_set():
-            self._halt.set()
+        end = time.monotonic() + seconds
+        while not self._halt.is_set():
+            if self.cancel.is_set():
+                self._halt.set()
+                return
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._halt.wait(min(left, _TICK))
 
     def warn(self, message: str) -> None:
         if message not in self._warned:
@@ -315,20 +333,51 @@ class Engine:
         part, segments = self._open_or_resume(info, final)
         if self.options.direct_io and direct_io_suitable(part.path):
             part.enable_direct_io()
-        job = Job(info, part, segments)
-        resumed = job.done_bytes()
+        resumed = sum(s.pos - s.start for s in segments)
         remaining = info.size - resumed
         workers = min(
             self.options.connections,
             max(sum(1 for s in segments if s.pos < s.stop), remaining // self.options.min_split),
         )
+        job = self._job(info, part, segments, workers, self._work_segment)
+        first = self._take_first()
+        own = segments[0] if first is not None and segments[0].pos == 0 else None
+        if first is not None and own is None:
+            first.close()  # resuming: the bytes from 0 are on disk already
+            first = None
+            self._drop_first()
         self.listener.start(StartInfo(info.url, part.final, info.size, workers, resumed))
         if remaining:
-            self._pool(job, workers, lambda: self._segment_worker(job), control)
+            self._drive(job, control, own, first)
         if job.done_bytes() != info.size:
             # Every worker ended without error but bytes are missing: never commit that.
             raise TruncatedError(f"only {job.done_bytes()} of {info.size} bytes arrived")
         return part, resumed, workers
+
+    def _job(
+        self,
+        info: RemoteInfo,
+        part: PartFile,
+        segments: list[Segment],
+        workers: int,
+        work: Callable[[Job, Segment, memoryview], None],
+        *,
+        stealable: bool = True,
+    ) -> Job:
+        self._host = host_key(info.final_url)
+        job = Job(
+            info,
+            part,
+            segments,
+            host=self._host,
+            max_workers=workers,
+            min_split=self.options.min_split,
+            work=work,
+            stealable=stealable,
+            on_release=self.scheduler.wake,
+        )
+        self._halt = job.halt
+        return job
 
     def _open_or_resume(self, info: RemoteInfo, final: Path) -> tuple[PartFile, list[Segment]]:
         assert info.size is not None
@@ -410,36 +459,26 @@ class Engine:
                 f"{free} are available"
             )
 
-    def _segment_worker(self, job: Job) -> None:
-        # Page-aligned, as direct writes need; whole pages, as the kernel maps them.
-        buffer = memoryview(mmap.mmap(-1, -(-self.options.buffer_size // ALIGN) * ALIGN))
-        min_split = self.options.min_split
-        rate: float | None = None  # this worker's own last measured rate
-        while not self._halt.is_set():
-            seg = job.next_work(min_split, self.clock.monotonic(), rate)
-            if seg is None:
-                with job.lock:
-                    if not job.in_flight():
-                        return
-                    # A range may yet turn out slow enough to be worth taking over.
-                    job.released.wait(_IDLE_POLL)
-                continue
-            try:
-                began, first = self.clock.monotonic(), seg.pos
-                if not self._fetch_segment(job, seg, buffer):
-                    return  # retired: the server refused one connection too many
-                elapsed = self.clock.monotonic() - began
-                if elapsed > _RATE_AFTER:
-                    rate = (seg.pos - first) / elapsed
-                    if job.is_straggler(rate):
-                        self.transport.reconnect()
-            finally:
-                with job.lock:
-                    seg.active = False
-                    job.released.notify_all()
+    def _work_segment(self, job: Job, seg: Segment, buffer: memoryview) -> None:
+        """One claimed range, on a scheduler worker that holds a slot for the job's host."""
+        began, first = self.clock.monotonic(), seg.pos
+        if not self._fetch_segment(job, seg, buffer):
+            # Retired: the server refused one connection too many; the file keeps the others.
+            with job.lock:
+                job.max_workers = max(1, job.workers - 1)
+            return
+        elapsed = self.clock.monotonic() - began
+        if elapsed > _RATE_AFTER and job.is_straggler((seg.pos - first) / elapsed):
+            self.transport.reconnect()
 
-    def _fetch_segment(self, job: Job, seg: Segment, buffer: memoryview) -> bool:
-        """Stream `seg` to the end; False when this worker retires instead."""
+    def _fetch_segment(
+        self, job: Job, seg: Segment, buffer: memoryview, body: Body | None = None
+    ) -> bool:
+        """Stream `seg` to the end; False when this worker retires instead.
+
+        `body`, when given, is the open first answer of the file (`bytes=0-`): it is read up
+        to the segment's stop and then dropped with its connection.
+        """
         info = job.info
         assert info.size is not None
         policy = self.retry
@@ -447,22 +486,28 @@ class Engine:
             self._check_cancel()
             pos, stop = seg.pos, seg.stop
             if pos >= stop:
+                if body is not None:
+                    body.close()
                 return True
-            try:
-                body = self.transport.open_range(
-                    info.final_url, pos, stop, total=info.size, validators=info.validators
-                )
-            except (NetworkError, HTTPStatusError) as exc:
-                if self._should_retire(job, exc):
-                    return False
-                policy = self._backoff(policy, exc)
-                continue
+            first = body is not None
+            if body is None:
+                try:
+                    self.attempts += 1
+                    body = self.transport.open_range(
+                        info.final_url, pos, stop, total=info.size, validators=info.validators
+                    )
+                except (NetworkError, HTTPStatusError) as exc:
+                    if self._should_retire(job, exc):
+                        return False
+                    policy = self._backoff(policy, exc)
+                    continue
+                self.scheduler.succeeded(job.host)
             with job.lock:
                 job.streaming += 1
                 seg.opened(self.clock.monotonic())
             try:
                 self._pump(seg, body, buffer, job.part)
-                if seg.pos >= stop:
+                if seg.pos >= stop and not first:
                     body.check_no_more()
             except NetworkError as exc:
                 if seg.pos > pos:
@@ -470,6 +515,7 @@ class Engine:
                 policy = self._backoff(policy, exc)
             finally:
                 body.close()
+                body = None
                 with job.lock:
                     job.streaming -= 1
 
@@ -498,7 +544,7 @@ class Engine:
                     oldest = monotonic()
                 fill += n
                 if halt.is_set():
-                    raise _Stop
+                    raise Stop
                 if fill >= limit or n >= want or monotonic() - oldest >= stale:
                     self._flush(seg, buffer, fill, part)
                     fill = 0
@@ -515,7 +561,7 @@ class Engine:
                 part.write_blocks(buffer[: end - pos], pos)
                 seg.pos = end
         if end > pos:
-            with self._error_lock:
+            with self._count_lock:
                 self._fetched += end - pos
 
     def _should_retire(self, job: Job, exc: TransferError) -> bool:
@@ -528,8 +574,16 @@ class Engine:
         self.warn("the server refused some connections; going on with fewer")
         return True
 
-    def _wait(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
-        """Count `exc` against `policy` (raising it when exhausted) and sleep before the retry."""
+    def _wait(
+        self, policy: RetryPolicy, exc: SegdlError, host: HostKey | None = None
+    ) -> RetryPolicy:
+        """Count `exc` against `policy` (raising it when exhausted) and sleep before the retry.
+
+        A 429 or 503 also tells the scheduler, which slows that host (not the others).
+        """
+        if isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES:
+            delay = parse_retry_after(exc.retry_after, self.clock.wall())
+            self.scheduler.refused(host or self._host, delay)
         return wait_before_retry(
             policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
         )
@@ -542,7 +596,7 @@ class Engine:
 
     def _check_cancel(self) -> None:
         if self._halt.is_set():
-            raise _Stop
+            raise Stop
 
     # -- single stream --------------------------------------------------------------------------
     def _run_stream(self, info: RemoteInfo, final: Path) -> tuple[PartFile, int, int]:
@@ -551,34 +605,53 @@ class Engine:
         if info.size is not None:
             self._check_space(part_path.parent, info.size)
         part = PartFile.create(part_path, final)
-        if info.size is not None:
+        if info.size is not None and info.size > _ALLOCATE_MIN:
             part.allocate(info.size)
         seg = Segment(0, 0, info.size if info.size is not None else _UNKNOWN)
-        job = Job(info, part, [seg])
+        job = self._job(info, part, [seg], 1, self._stream_worker, stealable=False)
         self.listener.start(StartInfo(info.url, final, info.size, 1, 0))
-        self._pool(job, 1, lambda: self._stream_worker(job, seg), None)
+        first = self._take_first()
+        if first is not None:
+            # The first answer is already streaming on a slot this thread holds: finish here.
+            seg.active = True
+            try:
+                self._stream_worker(job, seg, thread_buffer(self.options.buffer_size), first)
+            except Stop:
+                pass
+            except BaseException as exc:
+                job.fail(exc)
+            finally:
+                self._drop_first()
+                job.release(seg)
+            self._finish_job(job, None)
+        else:
+            self._drive(job, None)
         if info.size is None:
             part.truncate(seg.pos)
         elif seg.pos != info.size:
             raise TruncatedError(f"only {seg.pos} of {info.size} bytes arrived")
         return part, 0, 1
 
-    def _stream_worker(self, job: Job, seg: Segment) -> None:
+    def _stream_worker(
+        self, job: Job, seg: Segment, buffer: memoryview, first: Body | None = None
+    ) -> None:
         info = job.info
-        buffer = memoryview(bytearray(self.options.buffer_size))
         policy = self.retry
+        body = first
         while True:
             self._check_cancel()
             # Continue where a broken stream stopped only if the server proved it can.
             offset = seg.pos if info.ranges else 0
             seg.pos = offset
-            try:
-                body = self.transport.open_stream(
-                    info.final_url, offset, validators=info.validators
-                )
-            except (NetworkError, HTTPStatusError) as exc:
-                policy = self._backoff(policy, exc)
-                continue
+            if body is None:
+                try:
+                    self.attempts += 1
+                    body = self.transport.open_stream(
+                        info.final_url, offset, validators=info.validators
+                    )
+                except (NetworkError, HTTPStatusError) as exc:
+                    policy = self._backoff(policy, exc)
+                    continue
             expected = None if body.length is None else offset + body.length
             if info.size is not None and expected not in (None, info.size):
                 body.close()
@@ -589,6 +662,7 @@ class Engine:
                 with job.lock:
                     job.streaming += 1
                 self._pump_stream(seg, body, buffer, job.part, info.size)
+                seg.stop = seg.pos  # a stream of unknown length is complete where it ended
                 return
             except NetworkError as exc:
                 if seg.pos > offset:
@@ -596,6 +670,7 @@ class Engine:
                 policy = self._backoff(policy, exc)
             finally:
                 body.close()
+                body = None
                 with job.lock:
                     job.streaming -= 1
 
@@ -610,55 +685,55 @@ class Engine:
                 if n == 0:
                     break
                 if halt.is_set():
-                    raise _Stop
+                    raise Stop
                 if size is not None and seg.pos + n > size:
                     raise ProtocolViolation(f"server sent more than the {size} bytes announced")
                 part.write_at(buffer[:n], seg.pos)
                 seg.pos += n
                 fetched += n
         finally:
-            with self._error_lock:
+            with self._count_lock:
                 self._fetched += fetched
         if size is not None and seg.pos != size:
             raise TruncatedError(f"stream ended after {seg.pos} of {size} bytes")
 
-    # -- the pool and the reporter --------------------------------------------------------------
-    def _pool(
-        self, job: Job, workers: int, target: Callable[[], None], control: Path | None
+    # -- the driver -----------------------------------------------------------------------------
+    def _drive(
+        self,
+        job: Job,
+        control: Path | None,
+        own: Segment | None = None,
+        first: Body | None = None,
     ) -> None:
-        """Run `workers` threads of `target`; sample progress and save state until they end."""
-        self._error = None
-        self._halt = threading.Event()
-        remaining = [workers]
-        all_done = threading.Event()
+        """Offer `job` to the scheduler's workers and wait for its end, sampling progress and
+        saving state meanwhile. `own` is a segment this thread streams itself from `first`,
+        the open first answer (on the slot this thread holds), before it waits."""
+        if own is not None:
+            own.active = True
+        self.scheduler.add_job(job)
+        try:
+            if own is not None and first is not None:
+                try:
+                    buffer = thread_buffer(self.options.buffer_size)
+                    self._fetch_segment(job, own, buffer, first)
+                except Stop:
+                    pass
+                except BaseException as exc:
+                    job.fail(exc)
+                finally:
+                    self._drop_first()
+                    job.release(own)
+            self._finish_job(job, control)
+        finally:
+            self.scheduler.remove_job(job)
 
-        def run() -> None:
-            try:
-                target()
-            except _Stop:
-                pass
-            except BaseException as exc:
-                with self._error_lock:
-                    if self._error is None:
-                        self._error = exc
-                self._halt.set()
-            finally:
-                with self._error_lock:
-                    remaining[0] -= 1
-                    if remaining[0] == 0:
-                        all_done.set()
-
-        threads = [
-            threading.Thread(target=run, name=f"segdl-worker-{i}", daemon=True)
-            for i in range(workers)
-        ]
-        for thread in threads:
-            thread.start()
+    def _finish_job(self, job: Job, control: Path | None) -> None:
+        """Wait for the job's end; raise its error (after saving what can be resumed)."""
         interval = self.options.save_interval
         next_save = self.clock.monotonic() + interval
         total = job.info.size
         try:
-            while not all_done.wait(_TICK):
+            while not job.wait_done(_TICK):
                 self.listener.progress(job.done_bytes(), total, job.streaming)
                 if control is not None and self.clock.monotonic() >= next_save:
                     self._save(job, control)
@@ -666,8 +741,9 @@ class Engine:
                 if self.cancel.is_set():
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
-            self._halt.set()
-            all_done.wait(1.0)
+            job.halt.set()
+            self.scheduler.wake()
+            job.wait_done(1.0)
             if control is not None:
                 self._save(job, control, sync=True)
             job.part.close()
@@ -678,7 +754,7 @@ class Engine:
                 else "interrupted"
             ) from None
         self.listener.progress(job.done_bytes(), total, 0)
-        error = self._error
+        error = job.error
         if error is not None:
             if control is not None and isinstance(error, SegdlError):
                 self._save(job, control, sync=True)  # keep what we have for a later resume

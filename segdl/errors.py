@@ -14,11 +14,18 @@
     │   │   │                      long or encoded body, ...): nothing it sent is written
     │   │   └── RangeIgnoredError  the server answered a ranged request with the whole file (200)
     │   ├── RemoteChangedError     the remote file changed (validator or size mismatch)
+    │   ├── ContentTypeError       the answer's Content-Type is not one of those accepted
     │   └── RedirectError          too many redirects, a loop, a refused scheme or a downgrade
     ├── DestinationError           the local side: exists, permission, not a directory, disk full
     │   └── DiskFullError          ENOSPC / EFBIG / not enough free space
     ├── IntegrityError             the finished file failed a checksum or digest check
-    └── Interrupted                stopped by the user (SIGINT/SIGTERM) or a cancel event; resumable
+    ├── Interrupted                stopped by the user (SIGINT/SIGTERM) or a cancel event; resumable
+    └── ArchiveError               the archive is corrupt, unsupported or refused: nothing extracted
+        ├── CorruptArchiveError    bad headers, CRC or size mismatch, truncation
+        ├── UnsupportedArchiveError  not an archive, an unknown compression method, encryption
+        │   └── MissingExtraError  the format needs an optional dependency (carries `extra`)
+        ├── UnsafeArchiveError     a member broke a safety rule (the message names member and rule)
+        └── ArchiveLimitError      a bomb limit: total size, member count or compression ratio
 
 Only `transport` translates requests/urllib3/socket exceptions into this tree.
 """
@@ -26,13 +33,18 @@ Only `transport` translates requests/urllib3/socket exceptions into this tree.
 from __future__ import annotations
 
 __all__ = [
+    "ArchiveError",
+    "ArchiveLimitError",
     "ConnectError",
+    "ContentTypeError",
+    "CorruptArchiveError",
     "DestinationError",
     "DiskFullError",
     "HTTPStatusError",
     "IntegrityError",
     "Interrupted",
     "InvalidURLError",
+    "MissingExtraError",
     "NetworkError",
     "ProtocolViolation",
     "RangeIgnoredError",
@@ -43,6 +55,8 @@ __all__ = [
     "TimeoutError_",
     "TransferError",
     "TruncatedError",
+    "UnsafeArchiveError",
+    "UnsupportedArchiveError",
     "UsageError",
 ]
 
@@ -104,6 +118,10 @@ class RemoteChangedError(TransferError):
     """The remote file is not the one we started with (validator or size changed)."""
 
 
+class ContentTypeError(TransferError):
+    """The answer's Content-Type is not one of those accepted (e.g. an HTML error page)."""
+
+
 class RedirectError(TransferError):
     """A redirect was refused: too many, a loop, a non-http(s) target or a downgrade to http."""
 
@@ -122,3 +140,31 @@ class IntegrityError(SegdlError):
 
 class Interrupted(SegdlError):
     """The download was stopped by a signal or a cancel request; running it again resumes it."""
+
+
+class ArchiveError(SegdlError):
+    """The archive is corrupt, unsupported or was refused; nothing of it was extracted."""
+
+
+class CorruptArchiveError(ArchiveError):
+    """A bad header, a CRC or size mismatch, or an archive that ends too early."""
+
+
+class UnsupportedArchiveError(ArchiveError):
+    """Not an archive, or one that uses a format feature segdl cannot read."""
+
+
+class MissingExtraError(UnsupportedArchiveError):
+    """The format needs an optional dependency: install segdl with the named extra."""
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
+class UnsafeArchiveError(ArchiveError):
+    """A member broke a safety rule (path, link, file type); the message names both."""
+
+
+class ArchiveLimitError(ArchiveError):
+    """A bomb limit was reached: total size, number of members or compression ratio."""

@@ -57,6 +57,12 @@ class Options:
     allow_downgrade: bool = False
     trust_env: bool = True
     direct_io: bool = True  # whole blocks bypass the page cache on local file systems
+    # Content-Type patterns (`image/*`) an answer must match before a byte is written; () any.
+    accept: tuple[str, ...] = ()
+    # fsync every file before its rename. Off in batches, whose journal (and the size check on
+    # a re-run) is their crash safety: two syncs per small file would cost more than its fetch.
+    # Files fetched in ranges are always synced, since a control file vouches for their bytes.
+    sync_each_file: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.connections <= MAX_CONNECTIONS:
@@ -87,3 +93,13 @@ class Options:
             allow_downgrade=self.allow_downgrade,
             trust_env=self.trust_env,
         )
+
+
+def parse_accept(text: str) -> tuple[str, ...]:
+    """`image/*,application/pdf` -> ("image/*", "application/pdf"); raises UsageError."""
+    patterns = tuple(p.strip().lower() for p in text.split(",") if p.strip())
+    for pattern in patterns:
+        kind, slash, sub = pattern.partition("/")
+        if not slash or not kind or not sub or (kind == "*" and sub != "*"):
+            raise UsageError(f"invalid content type pattern {pattern!r} (e.g. image/*)")
+    return patterns

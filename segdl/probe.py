@@ -12,6 +12,7 @@ import requests
 
 from .errors import HTTPStatusError, NetworkError, TransferError
 from .transport import (
+    Body,
     Transport,
     Validators,
     content_coding,
@@ -108,3 +109,27 @@ def _probe_get(transport: Transport, url: str) -> RemoteInfo:
     finally:
         # Closing without reading drops the connection instead of downloading a whole file.
         response.close()
+
+
+def info_from_first(url: str, final_url: str, body: Body) -> RemoteInfo:
+    """What the checked answer to a batch item's first GET (`bytes=0-`) says of the file."""
+    headers = body.headers
+    if body.status == 206:
+        content_range = parse_content_range(headers.get("Content-Range"))
+        assert content_range is not None  # checked by transport.check_first_response
+        size, ranges = content_range[2], True
+    elif body.status == 416:
+        size, ranges = 0, True
+    else:
+        size, ranges = body.length, False
+    return RemoteInfo(
+        url=url,
+        final_url=final_url,
+        size=size,
+        ranges=ranges,
+        validators=Validators(
+            etag=strong_etag(headers.get("ETag")), last_modified=headers.get("Last-Modified")
+        ),
+        content_disposition=headers.get("Content-Disposition"),
+        digest=headers.get("Repr-Digest") or headers.get("Content-Digest"),
+    )

@@ -235,15 +235,18 @@ class PartFile:
             os.close(self.fd)
             self.fd = -1
 
-    def commit(self) -> None:
-        """Durably rename the finished `.part` onto the final name, in the same directory."""
-        self.sync()
+    def commit(self, *, sync: bool = True) -> None:
+        """Rename the finished `.part` onto the final name, in the same directory; durably
+        (data, then the directory entry) unless `sync` is False."""
+        if sync:
+            self.sync()
         self.close()
         try:
             os.replace(self.path, self.final)
         except OSError as exc:
             raise destination_error(exc, self.final, "rename the download to") from None
-        sync_directory(self.final.parent)
+        if sync:
+            sync_directory(self.final.parent)
 
     def discard(self) -> None:
         self.close()

@@ -25,6 +25,7 @@ import urllib3
 
 from .errors import (
     ConnectError,
+    ContentTypeError,
     HTTPStatusError,
     InvalidURLError,
     NetworkError,
@@ -382,6 +383,24 @@ class Transport:
             raise
         return Body(response, stop - start)
 
+    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[Body, str]:
+        """The first request of a batch item: a GET of `bytes=0-` that sizes the file and
+        carries its body. Returns the checked body and the URL redirects led to.
+
+        A 206 must cover the whole file from byte 0 with its total; a 200 is the whole file
+        from a server without ranges; a 416 `*/0` is an empty file (an empty body). With
+        `accept`, the Content-Type must match one of its patterns before a byte is read.
+        """
+        response, final = self.request("GET", url, {"Range": "bytes=0-"})
+        try:
+            length = check_first_response(response, accept)
+            if response.status_code == 416:
+                response.content  # noqa: B018 - read the error body: the connection stays usable
+        except BaseException:
+            response.close()
+            raise
+        return Body(response, length), final
+
     def open_stream(self, url: str, offset: int, *, validators: Validators) -> Body:
         """GET the whole file, or from `offset` on (`bytes=offset-`) to continue a single stream.
 
@@ -482,6 +501,54 @@ def check_range_response(
             f"Content-Length {length} does not match range {start}-{stop - 1} "
             f"({stop - start} bytes)"
         )
+
+
+def check_first_response(response: requests.Response, accept: tuple[str, ...]) -> int | None:
+    """Check the answer to `Range: bytes=0-`; returns the body length, None when unknown."""
+    status = response.status_code
+    if status == 416:
+        unsatisfied = response.headers.get("Content-Range", "").strip()
+        if unsatisfied != "bytes */0":
+            raise ProtocolViolation(f"416 to a range from byte 0, with {unsatisfied!r}")
+        return 0
+    if status not in (200, 206):
+        raise status_error(response, "download")
+    _check_identity(response)
+    check_content_type(response, accept)
+    length = content_length(response)
+    if status == 200:
+        return length
+    content_range = parse_content_range(response.headers.get("Content-Range"))
+    size = None if content_range is None else content_range[2]
+    if content_range is None or size is None:
+        raise ProtocolViolation(
+            "206 without a valid Content-Range with the total size: "
+            f"{response.headers.get('Content-Range')!r}"
+        )
+    first, last, _ = content_range
+    if first != 0 or last != size - 1:
+        raise ProtocolViolation(
+            f"asked for the whole file from byte 0, server sent Content-Range {first}-{last}/{size}"
+        )
+    if length is not None and length != size:
+        raise ProtocolViolation(f"Content-Length {length} does not match the {size} bytes sent")
+    return size
+
+
+def check_content_type(response: requests.Response, accept: tuple[str, ...]) -> None:
+    """Refuse an answer whose Content-Type matches none of `accept` (e.g. `image/*`)."""
+    if not accept:
+        return
+    value = response.headers.get("Content-Type")
+    media = (value or "").partition(";")[0].strip().lower()
+    kind, _, sub = media.partition("/")
+    for pattern in accept:
+        p_kind, _, p_sub = pattern.partition("/")
+        if p_kind in ("*", kind) and p_sub in ("*", sub) and kind and sub:
+            return
+    raise ContentTypeError(
+        f"Content-Type {value or '(none)'} is not one of the accepted types {','.join(accept)}"
+    )
 
 
 def check_stream_response(

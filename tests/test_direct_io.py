@@ -20,8 +20,9 @@ from rangeserver import RangeHTTPServer, serve_file
 
 import segdl
 from segdl import cli, sink
-from segdl.engine import Engine, Segment
+from segdl.engine import Engine
 from segdl.errors import DiskFullError, NetworkError
+from segdl.job import Segment
 from segdl.options import Options
 from segdl.progress import Listener
 from segdl.sink import ALIGN, PartFile

@@ -1,0 +1,274 @@
+"""The one owner of every connection of a run: slots and the range workers.
+
+A *slot* is the right to have one request open to a host. The scheduler enforces a global cap
+(`max_connections`) and a per-host cap (`per_host`), lowers a host's cap and pauses it when it
+answers 429/503 (never the other hosts'), and hands slots out first come, first served, so a
+busy host cannot starve the files of another.
+
+Range work comes from *range jobs* (one per file split into ranges, see `engine.Job`): a pool
+of `max_connections` worker threads, shared by every file of the run, takes an unowned range of
+any registered job whose host has a free slot, or else the tail of the slowest range of any
+job (work stealing across files). What a range's bytes mean (a file, later a stream) is the
+job's business, not the scheduler's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+HostKey = tuple[str, str, int]
+
+_IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth stealing
+_RECOVER_AFTER = 2.0  # seconds without a refusal before a throttled host gets one more slot
+
+
+def host_key(url: str) -> HostKey:
+    """(scheme, host, port): what a per-host cap counts, and what a connection can be reused for."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+class Halted(Exception):
+    """Raised from `acquire` when the caller's halt event was set while it waited."""
+
+
+class RangeJob(Protocol):
+    """What the scheduler needs of a file split into ranges."""
+
+    host: HostKey
+    max_workers: int  # connections this file may use at once
+    workers: int  # connections it uses now (counted by the scheduler)
+
+    def wants_worker(self) -> bool:
+        """Whether an unowned range or a tail worth stealing may be waiting."""
+        ...
+
+    def take(self, now: float) -> object | None:
+        """Claim a range (an unowned one, else a stolen tail); None when there is none."""
+        ...
+
+    def work(self, claim: object, buffer: memoryview) -> None:
+        """Fetch the claimed range with the slot held; must release the claim before returning."""
+        ...
+
+
+@dataclass
+class _Host:
+    cap: int
+    active: int = 0
+    waiting: int = 0
+    paused_until: float = 0.0
+    last_refusal: float = 0.0
+
+
+@dataclass
+class Stats:
+    """What the scheduler observed (for tests and summaries)."""
+
+    peak_total: int = 0
+    peak_per_host: dict[HostKey, int] = field(default_factory=dict)
+    refusals: int = 0
+
+
+class Scheduler:
+    """Connection slots with a global and a per-host cap, and the shared range workers."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int,
+        per_host: int,
+        buffer_factory: Callable[[], memoryview],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_connections < 1 or per_host < 1:
+            raise ValueError("connection caps must be at least 1")
+        self.max_connections = max_connections
+        self.per_host = per_host
+        self._buffer_factory = buffer_factory
+        self._monotonic = monotonic
+        self._cond = threading.Condition()
+        self._total = 0
+        self._hosts: dict[HostKey, _Host] = {}
+        self._jobs: list[RangeJob] = []
+        self._next_job = 0
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
+        self._closed = False
+        self.stats = Stats()
+
+    # -- slots --------------------------------------------------------------------------------
+    def _host(self, key: HostKey) -> _Host:
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(cap=self.per_host)
+        return host
+
+    def _free(self, host: _Host, now: float) -> bool:
+        return (
+            self._total < self.max_connections
+            and host.active < host.cap
+            and (host.paused_until <= now)
+        )
+
+    def _take_slot(self, key: HostKey, host: _Host) -> None:
+        host.active += 1
+        self._total += 1
+        stats = self.stats
+        stats.peak_total = max(stats.peak_total, self._total)
+        stats.peak_per_host[key] = max(stats.peak_per_host.get(key, 0), host.active)
+
+    def acquire(self, key: HostKey, halt: threading.Event | None = None) -> None:
+        """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile."""
+        with self._cond:
+            host = self._host(key)
+            host.waiting += 1
+            try:
+                while True:
+                    if halt is not None and halt.is_set():
+                        raise Halted
+                    now = self._monotonic()
+                    if self._free(host, now):
+                        self._take_slot(key, host)
+                        return
+                    timeout = _IDLE_POLL
+                    if host.paused_until > now:
+                        timeout = min(timeout, host.paused_until - now)
+                    self._cond.wait(timeout)
+            finally:
+                host.waiting -= 1
+
+    def release(self, key: HostKey) -> None:
+        with self._cond:
+            host = self._hosts[key]
+            host.active -= 1
+            self._total -= 1
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def slot(self, key: HostKey, halt: threading.Event | None = None) -> Iterator[None]:
+        self.acquire(key, halt)
+        try:
+            yield
+        finally:
+            self.release(key)
+
+    def refused(self, key: HostKey, delay: float | None) -> None:
+        """Host `key` answered 429/503: one slot fewer for it, and a pause of `delay` seconds."""
+        with self._cond:
+            host = self._host(key)
+            now = self._monotonic()
+            host.cap = max(1, min(host.cap, host.active) - 1)
+            host.last_refusal = now
+            if delay is not None and delay > 0:
+                host.paused_until = max(host.paused_until, now + delay)
+            self.stats.refusals += 1
+
+    def succeeded(self, key: HostKey) -> None:
+        """A request to `key` went through: a throttled host slowly gets its slots back."""
+        with self._cond:
+            host = self._hosts.get(key)
+            if host is None or host.cap >= self.per_host:
+                return
+            now = self._monotonic()
+            if now - host.last_refusal >= _RECOVER_AFTER:
+                host.cap += 1
+                host.last_refusal = now
+                self._cond.notify_all()
+
+    def host_load(self, key: HostKey) -> tuple[int, int]:
+        """(requests open or waiting for a slot, cap) of one host: how busy it is."""
+        with self._cond:
+            host = self._hosts.get(key)
+            if host is None:
+                return 0, self.per_host
+            return host.active + host.waiting, host.cap
+
+    # -- range jobs and their workers ---------------------------------------------------------
+    def add_job(self, job: RangeJob) -> None:
+        """Offer a file's ranges to the shared workers (starting more workers if allowed)."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("scheduler closed")
+            self._jobs.append(job)
+            wanted = min(self.max_connections, sum(j.max_workers for j in self._jobs))
+            while len(self._workers) < wanted:
+                thread = threading.Thread(
+                    target=self._worker, name=f"segdl-worker-{len(self._workers)}", daemon=True
+                )
+                self._workers.append(thread)
+                thread.start()
+            self._cond.notify_all()
+
+    def remove_job(self, job: RangeJob) -> None:
+        with self._cond:
+            with contextlib.suppress(ValueError):
+                self._jobs.remove(job)
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """A range was released or a job changed: idle workers look again at once."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _pick(self) -> tuple[RangeJob, object] | None:
+        """An unowned range or a stealable tail of some job whose host has a free slot."""
+        jobs = self._jobs
+        if not jobs:
+            return None
+        now = self._monotonic()
+        count = len(jobs)
+        start = self._next_job % count
+        for offset in range(count):
+            job = jobs[(start + offset) % count]
+            if job.workers >= job.max_workers or not job.wants_worker():
+                continue
+            host = self._host(job.host)
+            if host.waiting or not self._free(host, now):
+                continue  # requests already waiting for this host go first
+            claim = job.take(now)
+            if claim is None:
+                continue
+            self._next_job = (start + offset + 1) % count
+            self._take_slot(job.host, host)
+            job.workers += 1
+            return job, claim
+        return None
+
+    def _worker(self) -> None:
+        buffer = self._buffer_factory()
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    picked = self._pick()
+                    if picked is not None:
+                        break
+                    self._cond.wait(_IDLE_POLL)
+            job, claim = picked
+            try:
+                job.work(claim, buffer)
+            finally:
+                with self._cond:
+                    job.workers -= 1
+                    host = self._hosts[job.host]
+                    host.active -= 1
+                    self._total -= 1
+                    self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the workers once they finish what they hold (jobs must have been halted)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            workers, self._workers = self._workers, []
+        for thread in workers:
+            thread.join(timeout=2.0)
