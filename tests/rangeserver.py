@@ -4,26 +4,84 @@ This module is the oracle for the download tests, so it imports nothing from ``s
 
 Server
 ------
-``RangeHTTPServer(host="127.0.0.1", port=0, *, threaded=True)`` is a pytest-httpserver
-``HTTPServer`` (werkzeug dev server, one thread per connection) with three changes:
-``stop()`` first sets ``stopping`` so that throttled or stalled responses end within 50 ms,
-then waits for every response still being sent; the accept loop polls every 20 ms, so
-stopping is quick; and it keeps the ``ServedFile`` objects registered on it.
-The ``rangeserver`` fixture in ``conftest.py`` (also available as ``httpserver``) starts one per
-test and, at teardown, stops it, then re-raises what handler threads reported
-(``check_assertions()`` and ``check_handler_errors()``), then ``clear()``.
+``RangeHTTPServer(host="127.0.0.1", port=0, *, threaded=True, ssl_context=None,
+keep_alive=False)`` is a pytest-httpserver ``HTTPServer`` (werkzeug dev server, one thread per
+connection) with these changes: ``stop()`` first sets ``stopping`` so that throttled, stalled
+or delayed responses end within 50 ms, and shuts down the reading side of every open client
+connection, so that a thread waiting for a request (an idle keep-alive connection, or a client
+that connected and sent nothing) ends at once while a response being written is not cut by
+this; it then waits, at most 2 s in all, for every response still being sent and every
+connection thread.  The accept loop polls every 20 ms, so stopping is quick.  The server keeps
+the ``ServedFile`` objects registered on it (``files``), numbers its TCP connections and keeps
+server-wide statistics (below).  One server is one host:port.
+
+Fixtures in ``conftest.py``, each a started server on an ephemeral port, stopped at teardown,
+after which what handler threads reported is re-raised (``check_assertions()`` and
+``check_handler_errors()``), then ``clear()``:
+
+- ``rangeserver`` (also available as ``httpserver``): 127.0.0.1, ``keep_alive=False``.
+- ``rangeserver2``: 127.0.0.2, ``keep_alive=False``: a second host (Linux routes all of
+  127.0.0.0/8 to the loopback interface).
+- ``keepalive_server`` / ``keepalive_server2``: ``keep_alive=True`` on 127.0.0.1 / 127.0.0.2.
 
 Import it as ``from rangeserver import ...`` (pytest puts ``tests/`` on ``sys.path`` for the
 rootdir conftest).  Helpers: ``pattern_bytes(size, seed=0)`` (deterministic content),
 ``parse_range_header(value)`` and ``resolve_range(spec, size)`` (the parser the server uses).
+``Server`` and ``Date`` headers are added by werkzeug.
 
-Werkzeug sends ``Connection: close`` on every response, so each request uses a new TCP
-connection (no keep-alive); ``Server`` and ``Date`` headers are added by werkzeug.
+Connections and keep-alive
+--------------------------
+``keep_alive=False`` (default): werkzeug sends ``Connection: close`` on every response, so each
+request uses a new TCP connection.
+
+``keep_alive=True`` (needs ``threaded=True``, else ``ValueError``): HTTP/1.1 persistent
+connections.  The ``Connection: close`` header is not sent, the connection stays open after
+the response, and the next request on it is read and answered by the same thread (requests on
+one connection are answered one after the other, pipelined ones in order).  Every response
+is delimited: ``Content-Length``, or chunked transfer coding when there is none (the
+``chunked`` fault); HEAD, 304 and the ``head_status`` answers have no body.  ``Connection:
+close`` is still sent, and the connection closed after the response, when the request is
+HTTP/1.0, asks for ``Connection: close``, carries a body (``Content-Length`` other than 0, or
+``Transfer-Encoding``), or the server is stopping.  A response cut by a fault or by shutdown
+(``short_body``, ``drop_after``, a stall or delay ended by ``stop()``, ...) ends its
+connection, as without keep-alive.  There is no idle timeout: an idle connection stays open
+until the client closes it or ``stop()``.
+
+Connection numbering: every accepted TCP connection gets a ``connection_id``, 1, 2, 3, ... in
+accept order, unique for the lifetime of the server object (never reset, also across
+``stop()``/``start()``); every ``RequestRecord`` carries the id of the connection it came on, so
+several records with one id show reuse.
+
+Server-wide observation
+-----------------------
+Over all files of one server (one host:port), since construction or the last ``reset_stats()``:
+
+- ``server.connections_opened``: number of TCP connections accepted.
+- ``server.max_concurrent``: peak number of GET and HEAD requests being answered at once, any
+  file.  A request counts from its arrival (request line and headers read, before
+  ``request_hook`` and ``delay_headers``) until just before its last body chunk is written
+  (for a response without body, e.g. HEAD or 304: just before its headers are written), or
+  until it is aborted or fails.  As with ``max_in_flight``, a client that reads each response
+  to its end before sending the next request never produces a false overlap.  Every status
+  counts (also 416, 503, 304, ...); other methods (405) do not.
+- ``server.requests``: snapshot list of every ``RequestRecord`` of every file of this server, in
+  arrival order (requests to unregistered paths are not recorded).
+- ``server.requests_by_connection()``: ``{connection_id: [RequestRecord, ...]}`` from
+  ``requests``, each list in arrival order.
+- ``server.reset_stats()``: ``connections_opened`` becomes 0, ``requests`` is emptied and
+  ``max_concurrent`` restarts from the number of requests being answered at that moment.
+  Connection ids, per-file logs and ``max_in_flight`` are not affected.
+- ``server.wait_idle(timeout=2.0)``: ``ServedFile.wait_idle`` for every file with one overall
+  deadline; False on timeout.
 
 Files
 -----
 ``serve_file(server, path, data, faults=None) -> ServedFile`` answers GET and HEAD for ``path``
-(any query string); other methods get 405.  ``ServedFile`` members:
+(any query string); other methods get 405.
+``serve_files(server, files, faults=None) -> dict[str, ServedFile]`` calls ``serve_file`` for
+each ``{path: data}`` of the mapping ``files`` (result in the same order); each file gets its
+own ``copy.deepcopy`` of ``faults`` (None: default ``Faults()`` each), so changing one file's
+faults later does not affect the others.  ``ServedFile`` members:
 
 - ``url``; ``data`` (settable: new content, *same* validators); ``etag``;
   ``last_modified``; ``faults`` (the ``Faults`` object; may be changed between requests);
@@ -41,7 +99,9 @@ case-insensitive), ``range_header``, ``if_range``, ``if_match``, ``ranges`` (see
 ``status``, ``content_range`` and ``content_length`` (header values sent, or None),
 ``body_bytes`` (body bytes written to the socket; a chunk whose write failed is not
 counted), ``truncated`` (the server cut the connection before the end of the body: fault or
-shutdown), ``client_gone`` (writing failed), ``finished``.  ``body_bytes`` is counted as
+shutdown), ``client_gone`` (writing failed), ``finished``, ``connection_id`` (see above),
+``arrived`` (``time.monotonic()`` when the request arrived, before ``request_hook`` and
+``delay_headers``; e.g. to check a client's backoff after a 429).  ``body_bytes`` is counted as
 chunks are written, so it is exact as soon as the client has read them; ``finished`` may lag
 slightly behind the client: use ``wait_idle()``.
 
@@ -100,6 +160,10 @@ Content-Length.
 - ``gzip_if_asked``: gzip when Accept-Encoding allows it (``Vary: Accept-Encoding``).
 - ``gzip_always``: gzip even when the client asked for identity.
 - ``content_disposition``: raw Content-Disposition value on 200/206/HEAD.
+- ``content_type`` (default ``"application/octet-stream"``): Content-Type value on 200/206/HEAD
+  and in each part of a multipart answer; None: no Content-Type at all.  Error answers have no
+  Content-Type.  E.g. ``Faults(content_type="text/html")`` with an HTML body: an error page
+  served with status 200 where a file was expected.
 - ``etag`` (default ``'"v1"'``) / ``last_modified`` (an HTTP-date string, default None):
   initial validators (None: header not sent).
 - ``rate``: bytes/second throttle for every response; ``slow``: {range start: bytes/second} for
@@ -110,6 +174,20 @@ Content-Length.
   body; ``stall_first_k``: only for the first k 200/206 answers (None: all).
 - ``fail_first``, ``fail_status`` (503), ``retry_after``: the first k GETs are answered with
   fail_status (plus ``Retry-After: retry_after`` when set).  HEAD is not counted.
+- ``status_sequence`` (list of int, or None): GET number n of this file (0-based, counted
+  like ``fail_first``: every GET since the file was served, HEAD not counted, never reset)
+  is answered with ``status_sequence[n]`` when n < len; a 2xx entry means "answer normally".
+  Any other code is answered with that status, ``Retry-After: retry_after`` when set, and a
+  short text body with Content-Length (304: no body, no Content-Length), e.g. ``[429, 429,
+  200]`` or ``[503, 200, 500]``.  It is consulted before ``fail_first`` and
+  ``max_connections``: a GET whose entry is 2xx (or past the end) can still be failed by them.
+  Use codes from 300 to 599 for failures.
+- ``delay_headers`` (seconds, default 0): every GET and HEAD of this file waits this long
+  before anything is answered (no status line, no headers), after ``request_hook`` and before
+  the file's state is looked at (validators, ``fail_first``, ``status_sequence``,
+  ``max_connections`` admission happen after the delay); a "slow host".  The request counts in
+  ``server.max_concurrent`` during the delay.  ``stop()`` ends the delay at once; the request
+  is then answered and its body aborted.
 - ``max_connections``: a GET arriving while this many GETs are in flight gets 503 (with
   Retry-After when ``retry_after`` is set).  A GET stops counting just before its last body
   chunk is written, so a client that waits for a response to end never sees a false 503.
@@ -118,12 +196,14 @@ Content-Length.
   ``new_etag`` (default ``'"v2"'``) and Last-Modified ``new_last_modified`` (default None).
   A response already running keeps the old content.
 
-Sleeps are sliced (at most 50 ms) on the server's ``stopping`` event, so shutdown never hangs.
+Sleeps are sliced (at most 50 ms) on, or wait for, the server's ``stopping`` event, so shutdown
+never hangs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import gzip
 import random
 import re
@@ -131,14 +211,16 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pytest_httpserver import HTTPServer
+from pytest_httpserver import HTTPServer, HTTPServerError
 from werkzeug.datastructures import Headers
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 if TYPE_CHECKING:
@@ -154,6 +236,7 @@ __all__ = [
     "pattern_bytes",
     "resolve_range",
     "serve_file",
+    "serve_files",
 ]
 
 BOUNDARY = "RANGESERVER_BOUNDARY"
@@ -196,6 +279,9 @@ class Faults:
     new_data: bytes | None = None
     new_etag: str | None = '"v2"'
     new_last_modified: str | None = None
+    content_type: str | None = "application/octet-stream"
+    status_sequence: list[int] | None = None
+    delay_headers: float = 0
 
 
 @dataclass
@@ -216,6 +302,8 @@ class RequestRecord:
     truncated: bool = False
     client_gone: bool = False
     finished: bool = False
+    connection_id: int = 0
+    arrived: float = 0.0
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -374,6 +462,105 @@ def _shifted(data: bytes) -> bytes:
 
 # --- server --------------------------------------------------------------------------------
 
+_CONNECTION_ID = "rangeserver.connection_id"  # WSGI environ key set by _RequestHandler
+
+
+def _shut_read(sock: socket.socket) -> None:
+    """Wake a thread blocked reading ``sock`` (it sees EOF); writing still works."""
+    with contextlib.suppress(OSError):
+        # The plain socket method, so that a TLS socket keeps its TLS state for writing.
+        socket.socket.shutdown(sock, socket.SHUT_RD)
+
+
+def _has_request_body(headers: Message) -> bool:
+    length = headers.get("Content-Length")
+    return headers.get("Transfer-Encoding") is not None or (
+        length is not None and length.strip() != "0"
+    )
+
+
+class _NoDrain:
+    """Stands in for ``rfile`` while werkzeug drains the socket after a response.
+
+    werkzeug's ``run_wsgi`` reads whatever the client sent after the request (it assumes the
+    connection is closed next); on a persistent connection that would swallow the next request.
+    """
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
+class _RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler plus connection numbering and optional HTTP/1.1 keep-alive.
+
+    ``start()`` makes a subclass per server that sets ``owner`` and ``keep_alive`` (and, for
+    keep-alive, ``protocol_version``), so werkzeug's handler class itself is never changed.
+    """
+
+    owner: ClassVar[RangeHTTPServer]
+    keep_alive: ClassVar[bool] = False
+    connection_id = 0
+    _persist = False
+    _saved_rfile: Any = None
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection_id = self.owner._connection_opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.owner._connection_closed(self.connection_id)
+
+    def make_environ(self) -> WSGIEnvironment:
+        environ = super().make_environ()
+        environ[_CONNECTION_ID] = self.connection_id
+        self._persist = (
+            self.keep_alive
+            and not self.close_connection  # HTTP/1.1 without "Connection: close"
+            and self.request_version == "HTTP/1.1"
+            and not _has_request_body(self.headers)
+        )
+        if self._persist:
+            self._saved_rfile = self.rfile  # environ["wsgi.input"] keeps the real one
+            self.rfile = _NoDrain()  # type: ignore[assignment]
+        return environ
+
+    def run_wsgi(self) -> None:
+        try:
+            super().run_wsgi()
+        finally:
+            if self._saved_rfile is not None:
+                self.rfile = self._saved_rfile
+                self._saved_rfile = None
+            self._persist = False
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if (
+            self._persist
+            and keyword.lower() == "connection"
+            and value.lower() == "close"
+            and not self.owner.stopping.is_set()
+        ):
+            return  # werkzeug closes every connection; this one stays open
+        super().send_header(keyword, value)
+
+
+class _Slot:
+    """One GET/HEAD being answered, for RangeHTTPServer.max_concurrent; release() is idempotent."""
+
+    def __init__(self, server: RangeHTTPServer) -> None:
+        self._server = server
+        self._held = True
+
+    def release(self) -> None:
+        server = self._server
+        with server._stats:
+            if self._held:
+                self._held = False
+                server._concurrent -= 1
+
 
 class RangeHTTPServer(HTTPServer):
     """Threaded pytest-httpserver whose stop() aborts slow responses instead of hanging."""
@@ -385,28 +572,130 @@ class RangeHTTPServer(HTTPServer):
         *,
         threaded: bool = True,
         ssl_context: ssl.SSLContext | None = None,
+        keep_alive: bool = False,
     ) -> None:
+        if keep_alive and not threaded:
+            raise ValueError("keep_alive=True needs threaded=True")
         super().__init__(host=host, port=port, threaded=threaded, ssl_context=ssl_context)
+        self.keep_alive = keep_alive
         self.stopping = threading.Event()
         self.files: list[ServedFile] = []
+        self._stats = threading.Condition()
+        self._last_connection_id = 0
+        self._open_connections: dict[int, socket.socket] = {}
+        self._connections_opened = 0
+        self._concurrent = 0
+        self._max_concurrent = 0
+        self._requests: list[RequestRecord] = []
 
     def thread_target(self) -> None:
         assert self.server is not None
         self.server.serve_forever(poll_interval=0.02)
 
     def start(self) -> None:
+        # pytest-httpserver's start() without its readiness check (startup_timeout is None
+        # here), with our request handler.
+        if self.is_running():
+            raise HTTPServerError("Server is already running")
         self.stopping.clear()
-        super().start()
+        attrs: dict[str, Any] = {"owner": self, "keep_alive": self.keep_alive}
+        if self.keep_alive:
+            attrs["protocol_version"] = "HTTP/1.1"
+        handler = type("RangeRequestHandler", (_RequestHandler,), attrs)
+        self.server = make_server(
+            self.host,
+            self.port,
+            Request.application(self.application),
+            threaded=self.threaded,
+            request_handler=handler,
+            ssl_context=self.ssl_context,
+        )
+        self.port = self.server.port
+        self.server_thread = threading.Thread(target=self.thread_target, daemon=True)
+        self.server_thread.start()
 
     def stop(self) -> None:
-        self.stopping.set()
+        with self._stats:
+            self.stopping.set()
+            sockets = list(self._open_connections.values())
+        for sock in sockets:
+            _shut_read(sock)
         super().stop()
+        deadline = time.monotonic() + 2.0
         for served in self.files:
-            served.wait_idle(2.0)
+            served.wait_idle(max(0.0, deadline - time.monotonic()))
+        with self._stats:
+            self._stats.wait_for(
+                lambda: not self._open_connections, max(0.0, deadline - time.monotonic())
+            )
 
     def clear(self) -> None:
         super().clear()
         self.files.clear()
+
+    # --- server-wide observation ---
+
+    @property
+    def connections_opened(self) -> int:
+        """TCP connections accepted since construction or the last reset_stats()."""
+        with self._stats:
+            return self._connections_opened
+
+    @property
+    def max_concurrent(self) -> int:
+        """Peak number of GET/HEAD requests being answered at once, over all files."""
+        with self._stats:
+            return self._max_concurrent
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request to any file of this server, in arrival order (a snapshot)."""
+        with self._stats:
+            return list(self._requests)
+
+    def requests_by_connection(self) -> dict[int, list[RequestRecord]]:
+        """``requests`` grouped by ``connection_id`` (in order of first use)."""
+        grouped: dict[int, list[RequestRecord]] = {}
+        for record in self.requests:
+            grouped.setdefault(record.connection_id, []).append(record)
+        return grouped
+
+    def reset_stats(self) -> None:
+        """Zero connections_opened, empty requests, and restart max_concurrent from now."""
+        with self._stats:
+            self._connections_opened = 0
+            self._requests.clear()
+            self._max_concurrent = self._concurrent
+
+    def wait_idle(self, timeout: float = 2.0) -> bool:
+        """Wait until no response of any file is being sent; False on timeout."""
+        deadline = time.monotonic() + timeout
+        return all(served.wait_idle(max(0.0, deadline - time.monotonic())) for served in self.files)
+
+    def _connection_opened(self, sock: socket.socket) -> int:
+        with self._stats:
+            self._last_connection_id += 1
+            connection_id = self._last_connection_id
+            self._connections_opened += 1
+            self._open_connections[connection_id] = sock
+            stopping = self.stopping.is_set()
+        if stopping:
+            _shut_read(sock)
+        return connection_id
+
+    def _connection_closed(self, connection_id: int) -> None:
+        with self._stats:
+            self._open_connections.pop(connection_id, None)
+            self._stats.notify_all()
+
+    def _arrived(self, record: RequestRecord) -> _Slot | None:
+        with self._stats:
+            self._requests.append(record)
+            if record.method not in ("GET", "HEAD"):
+                return None
+            self._concurrent += 1
+            self._max_concurrent = max(self._max_concurrent, self._concurrent)
+        return _Slot(self)
 
 
 class _RawResponse(Response):
@@ -416,6 +705,10 @@ class _RawResponse(Response):
         super().__init__(status=status, headers=headers)
         self._raw_headers = headers
         self._raw_body = body
+
+    @property
+    def stream_body(self) -> _Body:
+        return self._raw_body
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -450,6 +743,7 @@ class _Body:
         self._rate = rate
         self._sock: socket.socket | None = None
         self._done = False
+        self.slot: _Slot | None = None  # set by ServedFile.handle for GET and HEAD
         self._gen = self._generate()
 
     def start(self, sock: socket.socket | None) -> None:
@@ -467,14 +761,19 @@ class _Body:
             self._finish()
 
     def _release(self) -> None:
+        """Stop counting for max_connections and max_concurrent (before the last chunk)."""
         served = self._served
         with served._cond:
             if self._admitted:
                 self._admitted = False
                 served._in_flight -= 1
+        if self.slot is not None:
+            self.slot.release()
 
     def _finish(self) -> None:
         served = self._served
+        if self.slot is not None:
+            self.slot.release()
         with served._cond:
             if self._done:
                 return
@@ -650,14 +949,24 @@ class ServedFile:
             range_header=request.headers.get("Range"),
             if_range=request.headers.get("If-Range"),
             if_match=request.headers.get("If-Match"),
+            connection_id=request.environ.get(_CONNECTION_ID, 0),
+            arrived=time.monotonic(),
         )
         with self._cond:
             self._requests.append(record)
+        slot = self._server._arrived(record)
         try:
             if self.request_hook is not None:
                 self.request_hook(record)
-            return self._respond(request, record)
+            delay = self.faults.delay_headers
+            if delay > 0 and record.method in ("GET", "HEAD"):
+                self._stopping.wait(delay)  # returns at once when the server stops
+            response = self._respond(request, record)
+            response.stream_body.slot = slot
+            return response
         except BaseException:
+            if slot is not None:
+                slot.release()
             record.status = 500
             record.finished = True
             raise
@@ -671,7 +980,7 @@ class ServedFile:
         *,
         admitted: bool = False,
         length: bool = True,
-    ) -> Response:
+    ) -> _RawResponse:
         headers = list(headers or [])
         if length:
             headers.append(("Content-Length", str(len(body))))
@@ -682,7 +991,7 @@ class ServedFile:
                 record.content_range = value
         return _RawResponse(status, headers, _Body(self, record, body, admitted=admitted))
 
-    def _respond(self, request: Request, record: RequestRecord) -> Response:
+    def _respond(self, request: Request, record: RequestRecord) -> _RawResponse:
         f = self.faults
         method = request.method
         if method not in ("GET", "HEAD"):
@@ -711,7 +1020,16 @@ class ServedFile:
                 self._version,
             )
             if method == "GET":
+                index = self._get_count  # 0-based number of this GET
                 self._get_count += 1
+                sequence = f.status_sequence
+                if sequence is not None and index < len(sequence):
+                    code = sequence[index]
+                    if code == 304:
+                        return self._plain(record, code, retry, length=False)
+                    if not 200 <= code < 300:
+                        scripted = f"injected status {code} for GET {index}\n".encode()
+                        return self._plain(record, code, retry, scripted)
                 if self._get_count <= f.fail_first:
                     failed = f"injected failure {self._get_count}/{f.fail_first}\n".encode()
                     return self._plain(record, f.fail_status, retry, failed)
@@ -741,7 +1059,8 @@ class ServedFile:
             validators.append(("Last-Modified", last_modified))
         if f.gzip_if_asked or f.gzip_always:
             validators.append(("Vary", "Accept-Encoding"))
-        meta = [("Content-Type", "application/octet-stream"), *validators]
+        meta = [("Content-Type", f.content_type)] if f.content_type is not None else []
+        meta += validators
         if use_gzip:
             meta.append(("Content-Encoding", "gzip"))
         if f.advertise_ranges:
@@ -808,15 +1127,16 @@ class ServedFile:
                 status = 206
                 start, end = satisfiable[0][0], satisfiable[-1][1]
                 headers = [
-                    (k, v if k != "Content-Type" else f"multipart/byteranges; boundary={BOUNDARY}")
-                    for k, v in headers
+                    ("Content-Type", f"multipart/byteranges; boundary={BOUNDARY}"),
+                    *(h for h in headers if h[0] != "Content-Type"),
                 ]
+                part_type = (
+                    f"Content-Type: {f.content_type}\r\n" if f.content_type is not None else ""
+                )
                 parts = []
                 for a, b in satisfiable:
                     part_head = (
-                        f"--{BOUNDARY}\r\n"
-                        "Content-Type: application/octet-stream\r\n"
-                        f"Content-Range: bytes {a}-{b}/{size}\r\n\r\n"
+                        f"--{BOUNDARY}\r\n{part_type}Content-Range: bytes {a}-{b}/{size}\r\n\r\n"
                     )
                     parts.append(part_head.encode("ascii") + rep[a : b + 1])
                 body = b"\r\n".join(parts) + f"\r\n--{BOUNDARY}--\r\n".encode("ascii")
@@ -865,3 +1185,13 @@ def serve_file(
     server.expect_request(path).respond_with_handler(served.handle)
     server.files.append(served)
     return served
+
+
+def serve_files(
+    server: RangeHTTPServer, files: Mapping[str, bytes], faults: Faults | None = None
+) -> dict[str, ServedFile]:
+    """Serve every ``{path: data}`` of ``files``; each file gets its own copy of ``faults``."""
+    return {
+        path: serve_file(server, path, data, copy.deepcopy(faults) if faults is not None else None)
+        for path, data in files.items()
+    }

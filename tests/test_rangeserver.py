@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from rangeserver import (
     pattern_bytes,
     resolve_range,
     serve_file,
+    serve_files,
 )
 
 SIZE = 1000
@@ -680,3 +682,271 @@ def test_several_files_on_one_server(rangeserver: RangeHTTPServer) -> None:
     assert get(a.url, Range="bytes=1-1").content == b"a"
     assert get(b.url, Range="bytes=1-1").content == b"bbbb"
     assert len(a.requests) == len(b.requests) == 1
+
+
+# --- batch support: keep-alive, server-wide observation, a second host -----------------------
+
+
+def connect(server: RangeHTTPServer) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection(server.host, server.port, timeout=5)
+
+
+def exchange(
+    conn: http.client.HTTPConnection, path: str, method: str = "GET", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on ``conn``; the response is read to its end (status, lower-case headers,
+    body)."""
+    conn.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
+    resp = conn.getresponse()
+    body = resp.read()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(
+    keepalive_server: RangeHTTPServer,
+) -> None:
+    served = serve(keepalive_server)
+    conn = connect(keepalive_server)
+    try:
+        status, headers, body = exchange(conn, PATH)
+        assert (status, body) == (200, DATA)
+        assert "connection" not in headers
+        assert exchange(conn, PATH, Range="bytes=10-19")[::2] == (206, DATA[10:20])
+        assert exchange(conn, PATH, "HEAD")[::2] == (200, b"")
+        assert exchange(conn, PATH, Range="bytes=5-1")[0] == 416
+        assert exchange(conn, PATH, If_None_Match='"v1"')[::2] == (304, b"")
+        assert exchange(conn, PATH)[::2] == (200, DATA)
+    finally:
+        conn.close()
+    assert keepalive_server.connections_opened == 1
+    ids = {r.connection_id for r in served.requests}
+    assert len(ids) == 1 and ids != {0}
+    assert keepalive_server.requests == served.requests
+    assert list(keepalive_server.requests_by_connection().values()) == [served.requests]
+
+
+def test_keep_alive_with_requests_session(keepalive_server: RangeHTTPServer) -> None:
+    files = serve_files(keepalive_server, {f"/f{i}.bin": pattern_bytes(100, i) for i in range(5)})
+    with requests.Session() as session:
+        for path, served in files.items():
+            r = session.get(served.url, headers={"Range": "bytes=0-49"}, timeout=5)
+            assert (r.status_code, r.content) == (206, pattern_bytes(100, int(path[2]))[:50])
+    assert keepalive_server.connections_opened == 1
+    assert len({r.connection_id for r in keepalive_server.requests}) == 1
+    assert [r.path for r in keepalive_server.requests] == list(files)
+
+
+def test_keep_alive_framing_and_closing(keepalive_server: RangeHTTPServer) -> None:
+    chunked = serve_file(keepalive_server, "/chunked", DATA, Faults(chunked=True))
+    short = serve_file(keepalive_server, "/short", DATA, Faults(short_body=10))
+    plain = serve_file(keepalive_server, "/plain", DATA)
+    conn = connect(keepalive_server)
+    try:
+        status, headers, body = exchange(conn, "/chunked")
+        assert (status, headers["transfer-encoding"], body) == (200, "chunked", DATA)
+        assert exchange(conn, "/plain")[::2] == (200, DATA)
+        # A response cut by a fault ends the connection.
+        conn.request("GET", "/short")
+        with pytest.raises(http.client.IncompleteRead):
+            conn.getresponse().read()
+        conn.close()
+        assert exchange(conn, "/plain")[::2] == (200, DATA)  # http.client reconnects
+        # The client may ask to close.
+        status, headers, _ = exchange(conn, "/plain", Connection="close")
+        assert (status, headers["connection"]) == (200, "close")
+        assert exchange(conn, "/plain")[0] == 200
+    finally:
+        conn.close()
+    ids = [r.connection_id for r in keepalive_server.requests]
+    assert ids[0] == ids[1] == ids[2] < ids[3] == ids[4] < ids[5]
+    assert keepalive_server.connections_opened == 3
+    assert keepalive_server.requests[2].truncated
+    assert [len(f.requests) for f in (chunked, short, plain)] == [1, 1, 4]
+
+
+def test_default_server_closes_every_connection(rangeserver: RangeHTTPServer) -> None:
+    served = serve(rangeserver)
+    conn = connect(rangeserver)
+    try:
+        for _ in range(2):
+            status, headers, _ = exchange(conn, PATH)
+            assert (status, headers["connection"]) == (200, "close")
+    finally:
+        conn.close()
+    assert rangeserver.connections_opened == 2
+    first, second = served.requests
+    assert 0 < first.connection_id < second.connection_id
+
+
+def test_keep_alive_needs_threads() -> None:
+    with pytest.raises(ValueError, match="threaded"):
+        RangeHTTPServer(threaded=False, keep_alive=True)
+
+
+def test_stop_is_quick_with_an_idle_keep_alive_connection(
+    keepalive_server: RangeHTTPServer,
+) -> None:
+    serve(keepalive_server)
+    conn = connect(keepalive_server)
+    try:
+        assert exchange(conn, PATH)[0] == 200  # the connection stays open, idle
+        assert conn.sock is not None
+        stopper = threading.Thread(target=keepalive_server.stop)
+        stopper.start()
+        stopper.join(10.0)  # a hang guard, not a timing assertion
+        assert not stopper.is_alive()
+        assert conn.sock.recv(1) == b""  # the server has closed it
+    finally:
+        conn.close()
+    assert not keepalive_server.is_running()
+
+
+def test_max_concurrent_spans_all_files(rangeserver: RangeHTTPServer) -> None:
+    files = serve_files(
+        rangeserver, {f"/{name}.bin": DATA for name in "abc"}, Faults(rate=20_000.0)
+    )
+    barrier = threading.Barrier(3, timeout=5)
+    # Each handler waits until all three requests are being answered at once.
+
+    def wait_for_all(rec: RequestRecord) -> None:
+        barrier.wait()
+
+    for served in files.values():
+        served.request_hook = wait_for_all
+    results: list[bytes] = []
+
+    def fetch(served: ServedFile) -> None:
+        results.append(get(served.url).content)
+
+    threads = [threading.Thread(target=fetch, args=(f,)) for f in files.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [DATA] * 3
+    assert rangeserver.max_concurrent == 3
+    assert [f.max_in_flight for f in files.values()] == [1, 1, 1]
+    assert rangeserver.connections_opened == 3
+    assert sorted(r.path for r in rangeserver.requests) == sorted(files)
+    # Sequential requests (each read to its end) never overlap, throttled or not.
+    for served in files.values():
+        served.request_hook = None
+    rangeserver.reset_stats()
+    assert (rangeserver.max_concurrent, rangeserver.connections_opened) == (0, 0)
+    assert rangeserver.requests == []
+    for served in files.values():
+        assert get(served.url, Range="bytes=0-199").status_code == 206
+        assert raw_request(served.url, "HEAD")[0] == 200
+    assert rangeserver.max_concurrent == 1
+    assert rangeserver.connections_opened == len(rangeserver.requests) == 6
+    assert len(files["/a.bin"].requests) == 3  # per-file logs are not reset
+
+
+def test_second_host(rangeserver: RangeHTTPServer, rangeserver2: RangeHTTPServer) -> None:
+    one = serve(rangeserver, b"one")
+    two = serve(rangeserver2, b"two")
+    assert urlsplit(two.url).hostname == "127.0.0.2"
+    assert get(one.url).content == b"one"
+    assert get(two.url).content == b"two"
+    assert get(two.url, Range="bytes=1-1").content == b"w"
+    assert (rangeserver.connections_opened, rangeserver2.connections_opened) == (1, 2)
+    assert [r.path for r in rangeserver2.requests] == [PATH, PATH]
+
+
+def test_second_keep_alive_host(
+    keepalive_server: RangeHTTPServer, keepalive_server2: RangeHTTPServer
+) -> None:
+    for server in (keepalive_server, keepalive_server2):
+        serve(server)
+        conn = connect(server)
+        try:
+            assert [exchange(conn, PATH)[0] for _ in range(3)] == [200] * 3
+        finally:
+            conn.close()
+        assert server.connections_opened == 1
+    assert keepalive_server2.host == "127.0.0.2"
+
+
+def test_content_type(rangeserver: RangeHTTPServer) -> None:
+    page = b"<html><body>Not found</body></html>"
+    html = serve_file(rangeserver, "/photo.jpg", page, Faults(content_type="text/html"))
+    r = get(html.url)
+    assert (r.status_code, r.headers["Content-Type"], r.content) == (200, "text/html", page)
+    assert get(html.url, Range="bytes=0-5").headers["Content-Type"] == "text/html"
+    assert raw_request(html.url, "HEAD")[1]["content-type"] == "text/html"
+    r = get(html.url, Range="bytes=0-0,2-2")
+    assert r.headers["Content-Type"] == f"multipart/byteranges; boundary={BOUNDARY}"
+    assert b"\r\nContent-Type: text/html\r\n" in r.content
+    bare = serve_file(rangeserver, "/bare", DATA, Faults(content_type=None))
+    assert "content-type" not in raw_request(bare.url)[1]
+    assert "content-type" not in raw_request(bare.url, "HEAD")[1]
+    assert Faults().content_type == "application/octet-stream"
+
+
+def test_status_sequence(rangeserver: RangeHTTPServer) -> None:
+    served = serve(rangeserver, status_sequence=[429, 503, 200, 500, 304], retry_after="2")
+    assert raw_request(served.url, "HEAD")[0] == 200  # HEAD does not count
+    for code in (429, 503):
+        r = get(served.url, Range="bytes=0-9")
+        assert (r.status_code, r.headers["Retry-After"]) == (code, "2")
+        assert r.headers["Content-Length"] == str(len(r.content))
+    assert get(served.url, Range="bytes=0-9").content == DATA[:10]
+    assert get(served.url).status_code == 500
+    r = get(served.url)
+    assert (r.status_code, r.content) == (304, b"")
+    assert get(served.url).content == DATA  # past the end of the sequence: normal
+    assert [r.status for r in served.gets()] == [429, 503, 206, 500, 304, 200]
+    arrivals = [r.arrived for r in served.requests]
+    assert arrivals == sorted(arrivals) and arrivals[0] > 0
+
+
+def test_status_sequence_before_fail_first(rangeserver: RangeHTTPServer) -> None:
+    served = serve(rangeserver, status_sequence=[200, 429], fail_first=1)
+    assert [get(served.url).status_code for _ in range(3)] == [503, 429, 200]
+
+
+def test_serve_files_copies_faults(rangeserver: RangeHTTPServer) -> None:
+    faults = Faults(status_sequence=[503], slow={0: 1e6})
+    files = serve_files(rangeserver, {"/x": b"x", "/y": b"y"}, faults)
+    assert list(files) == ["/x", "/y"]
+    x, y = files.values()
+    assert x.faults is not faults and x.faults is not y.faults
+    assert x.faults.status_sequence is not y.faults.status_sequence
+    x.faults.status_sequence = None
+    assert get(x.url).content == b"x"
+    assert get(y.url).status_code == 503
+    assert get(y.url).content == b"y"
+    assert faults.status_sequence == [503]
+    plain = serve_files(rangeserver, {"/z": b"z"})
+    assert plain["/z"].faults == Faults()
+
+
+def test_delay_headers(rangeserver: RangeHTTPServer) -> None:
+    served = serve(rangeserver, delay_headers=0.15)
+    t0 = time.monotonic()
+    with requests.get(served.url, stream=True, timeout=5) as r:
+        assert time.monotonic() - t0 >= 0.14  # nothing, not even headers, before the delay
+        assert r.raw.read() == DATA
+    served.faults.delay_headers = 30.0
+    outcome: list[object] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(get(served.url).status_code)
+        except requests.exceptions.RequestException as exc:
+            outcome.append(exc)
+
+    fetcher = threading.Thread(target=fetch)
+    fetcher.start()
+    deadline = time.monotonic() + 5
+    while len(served.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(served.requests) == 2
+    assert rangeserver.max_concurrent == 1  # a delayed request counts from its arrival
+    stopper = threading.Thread(target=rangeserver.stop)
+    stopper.start()
+    stopper.join(10.0)  # a hang guard, not a timing assertion
+    fetcher.join(10.0)
+    assert not stopper.is_alive() and not fetcher.is_alive()
+    assert len(outcome) == 1  # the client got an answer or an error, it does not hang
+    assert served.requests[1].finished
