@@ -257,3 +257,13 @@ def _repair_utf8_as_latin1(name: str) -> str:
         return name.encode("latin-1").decode("utf-8")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return name
+
+
+def truncate_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
+    """Cut ``name`` to ``max_bytes`` of UTF-8 the way sanitized names are cut: the extension
+    (``.gz``, or a short double one like ``.tar.gz``) is kept and no character is split.
+
+    A name that fits is returned unchanged. It does not sanitize: pass one safe component,
+    and a budget well above the extension's length (NAME_MAX-sized ones are).
+    """
+    return _truncate(name, max_bytes)
