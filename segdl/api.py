@@ -1,20 +1,25 @@
-"""The library entry point: `download(url, dest, ...)` -> `Result`.
+"""The library entry points: `download(url, dest, ...)` -> `Result`, and
+`download_many(items, directory, ...)` -> one `ItemResult` per item.
 
-Options in, destination chosen (and existing files respected), engine run, result out. It knows
-no HTTP details: probing and transfers are the engine's and the transport's.
+Options in, destination chosen (and existing files respected), engine or batch run, result
+out. It knows no HTTP details: probing and transfers are the engine's and the transport's.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
+from .batch.manifest import BadRecord, Record
+from .batch.run import BatchOptions, ItemResult, run_batch
+from .batch.template import DEFAULT, Template
 from .engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, companions
-from .errors import DestinationError, UsageError
+from .errors import DestinationError, InvalidURLError, UsageError
 from .naming import MAX_NAME_BYTES, derive_filename
-from .options import Options
+from .options import Options, parse_accept
 from .probe import RemoteInfo
 from .progress import Listener
 from .sink import destination_error
@@ -59,16 +64,11 @@ def download(
     check_url(url)
     if dest is not None and directory is not None:
         raise UsageError("give either a destination file or a directory, not both")
-    if isinstance(verify, str) and not os.path.isfile(verify):
-        raise UsageError(f"CA certificate file not found: {verify}")
-    if isinstance(checksum, str):
-        checksum = Checksum.parse(checksum)
-    header_items = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
-    options = Options(
+    options = _options(
         connections=connections,
         min_split=min_split,
         buffer_size=buffer_size,
-        headers=header_items,
+        headers=headers,
         connect_timeout=connect_timeout,
         timeout=timeout,
         retries=retries,
@@ -98,6 +98,164 @@ def download(
         return engine.run(info, final)
     finally:
         transport.close()
+
+
+def _options(
+    *,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+    verify: bool | str,
+    checksum: str | Checksum | None,
+    accept: str | Iterable[str] | None = None,
+    **fields: Any,
+) -> Options:
+    """The validated `Options` from the keyword arguments the public functions take."""
+    if isinstance(verify, str) and not os.path.isfile(verify):
+        raise UsageError(f"CA certificate file not found: {verify}")
+    if isinstance(checksum, str):
+        checksum = Checksum.parse(checksum)
+    header_items = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+    if isinstance(accept, str):
+        patterns = parse_accept(accept)
+    else:
+        patterns = parse_accept(",".join(accept or ()))
+    return Options(
+        headers=header_items, verify=verify, checksum=checksum, accept=patterns, **fields
+    )
+
+
+Item = str | tuple[str, str] | Mapping[str, Any] | Record | BadRecord
+
+
+def download_many(
+    items: Iterable[Item],
+    directory: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> list[ItemResult]:
+    """Download every item into `directory` (default: the current one); one result per item,
+    in the order they finished. Takes the keyword arguments of `iter_download_many`.
+
+    One failed item never raises: it is a result with status "failed".
+    """
+    return list(iter_download_many(items, directory, **kwargs))
+
+
+def iter_download_many(
+    items: Iterable[Item],
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    jobs: int = 16,
+    connections: int = 8,
+    max_connections: int | None = None,
+    per_host: int = 8,
+    template: str = DEFAULT,
+    accept: str | Iterable[str] | None = None,
+    if_exists: str = "skip",
+    journal: bool = True,
+    min_split: int = Options.min_split,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    timeout: float = Options.timeout,
+    connect_timeout: float = Options.connect_timeout,
+    retries: int = Options.retries,
+    resume: bool = True,
+    checksum: str | Checksum | None = None,
+    verify: bool | str = True,
+    max_redirects: int = Options.max_redirects,
+    location_trusted: bool = False,
+    allow_downgrade: bool = False,
+    trust_env: bool = True,
+    direct_io: bool = True,
+    buffer_size: int = Options.buffer_size,
+    save_interval: float = Options.save_interval,
+    listener: Listener | None = None,
+    cancel: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> Iterator[ItemResult]:
+    """Download many files over one shared pool of connections; yields each item's result as
+    it finishes (for callers with millions of items).
+
+    `items` are URLs, `(url, relative_path)` pairs, mappings (`{"url": ..., "path": ...}`,
+    where "url" may be a list of mirrors and the other keys are fields for `template`), or
+    the records of `read_manifest`. `template` names each file relative to `directory` from
+    the item's fields and `{name}`, `{stem}`, `{ext}`, `{index}`. `jobs` files are fetched at
+    once, each over up to `connections` connections, with at most `per_host` connections to
+    one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
+    skip finished items without a request. Raises `Interrupted` when `cancel` is set (run it
+    again to resume), and UsageError for bad options, before anything is fetched.
+    """
+    options = _options(
+        connections=connections,
+        min_split=min_split,
+        buffer_size=buffer_size,
+        headers=headers,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        retries=retries,
+        resume=resume,
+        if_exists=if_exists,
+        checksum=checksum,
+        save_interval=save_interval,
+        verify=verify,
+        max_redirects=max_redirects,
+        location_trusted=location_trusted,
+        allow_downgrade=allow_downgrade,
+        trust_env=trust_env,
+        direct_io=direct_io,
+        accept=accept,
+        sync_each_file=False,
+    )
+    batch = BatchOptions(
+        jobs=jobs,
+        max_connections=max_connections,
+        per_host=per_host,
+        template=Template.parse(template),
+        journal=journal,
+    )
+    folder = Path(directory) if directory is not None else Path.cwd()
+    return run_batch(
+        _records(items), folder, options, batch, listener=listener, cancel=cancel, clock=clock
+    )
+
+
+def _records(items: Iterable[Item]) -> Iterator[Record | BadRecord]:
+    """The library's item forms as manifest records (bad ones become failed items)."""
+    for index, item in enumerate(items):
+        if isinstance(item, Record | BadRecord):
+            yield item
+            continue
+        try:
+            yield _record(index, item)
+        except (InvalidURLError, TypeError, ValueError) as exc:
+            yield BadRecord(index, index + 1, f"item {index}: {exc}")
+
+
+def _record(index: int, item: str | tuple[str, str] | Mapping[str, Any]) -> Record:
+    out: str | None = None
+    fields: dict[str, str] = {}
+    if isinstance(item, str):
+        urls: tuple[str, ...] = (item,)
+    elif isinstance(item, tuple):
+        url, path = item
+        urls, out = (url,), str(path)
+    elif isinstance(item, Mapping):
+        value = item.get("url")
+        if isinstance(value, str):
+            urls = (value,)
+        elif isinstance(value, list | tuple) and value and all(isinstance(u, str) for u in value):
+            urls = tuple(value)
+        else:
+            raise ValueError("no 'url' (a string or a list of mirror URLs)")
+        if item.get("path") is not None:
+            out = str(item["path"])
+        fields = {
+            str(k): str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in item.items()
+            if isinstance(v, str | int | float | bool) and k != "path"
+        }
+    else:
+        raise TypeError(f"unsupported item type {type(item).__name__}")
+    urls = tuple(check_url(u.strip()) for u in urls)
+    fields.setdefault("url", urls[0])
+    return Record(index, index + 1, urls, fields, out=out)
 
 
 class _Target:

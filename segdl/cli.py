@@ -1,6 +1,8 @@
 """The `segdl` command: argparse, listener choice, one-line errors and exit codes.
 
-Exit codes: 0 success, 1 failed download, 2 usage error, 130 interrupted (resumable).
+One URL is a single download; several URLs or `-i FILE` make a batch. Exit codes: 0 success
+(every item ok or skipped), 1 a failed download (a batch still ran to its end), 2 usage error,
+130 interrupted (resumable).
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import IO, NoReturn
 
 from . import __version__
-from .api import download
+from .api import download, iter_download_many
+from .batch.manifest import FORMATS, read_manifest
+from .batch.report import ReportRow, ReportWriter
+from .batch.run import ItemResult
 from .engine import Result
 from .errors import Interrupted, SegdlError, UsageError
-from .options import IF_EXISTS, MAX_CONNECTIONS, parse_header, parse_size
-from .progress import Listener, TqdmListener
+from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
+from .progress import Listener, TqdmBatchListener, TqdmListener
 from .transport import silence_insecure_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -67,6 +74,23 @@ def _header(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError("must be between 1 and 1024")
+    return value
+
+
+def _accept(text: str) -> tuple[str, ...]:
+    try:
+        return parse_accept(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -90,10 +114,10 @@ def _count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="segdl",
-        description="Download one file over several HTTP connections at once. "
-        "Run 'segdl bench' to measure the speed-up on this machine.",
+        description="Download files over several HTTP connections at once: one URL, several, "
+        "or a list (-i). Run 'segdl bench' to measure the speed-up on this machine.",
     )
-    parser.add_argument("url", help="http:// or https:// URL to download")
+    parser.add_argument("urls", nargs="*", metavar="URL", help="http:// or https:// URL(s)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", metavar="FILE", help="write to FILE")
     where.add_argument(
@@ -157,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     exists.add_argument(
         "--if-exists",
         choices=IF_EXISTS,
-        default="error",
-        help="when the destination exists: error (default), skip, overwrite or rename",
+        default=None,
+        help="when the destination exists: error, skip, overwrite or rename (default: error "
+        "for one URL, skip in a batch)",
     )
     exists.add_argument(
         "--overwrite",
@@ -190,6 +215,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-proxy-env",
         action="store_true",
         help="ignore HTTP(S)_PROXY/NO_PROXY and .netrc from the environment",
+    )
+    batch = parser.add_argument_group("batches (several URLs, or -i)")
+    batch.add_argument(
+        "-i", "--input-file", metavar="FILE", help="a list of URLs or a manifest ('-': stdin)"
+    )
+    batch.add_argument(
+        "--input-format", choices=FORMATS, help="txt, csv, tsv, json or jsonl (default: by name)"
+    )
+    batch.add_argument(
+        "--url-field", default="url", metavar="NAME", help="the URL column or key (default url)"
+    )
+    batch.add_argument(
+        "--records", metavar="PATH", help="dotted path of the array in a json object (images)"
+    )
+    batch.add_argument(
+        "--template",
+        default="{name}",
+        metavar="TEMPLATE",
+        help="file name relative to -d from the record's fields, e.g. '{class}/{id}.jpg'; "
+        "also {name}, {stem}, {ext}, {index} (default {name})",
+    )
+    batch.add_argument(
+        "-j", "--jobs", type=_positive, default=16, metavar="N", help="files at once (default 16)"
+    )
+    batch.add_argument(
+        "--max-connections",
+        type=_positive,
+        metavar="N",
+        help="connections in all (default: the larger of -j and -n)",
+    )
+    batch.add_argument(
+        "--per-host", type=_positive, default=8, metavar="N", help="connections to one host (8)"
+    )
+    batch.add_argument(
+        "--accept",
+        type=_accept,
+        metavar="TYPES",
+        help="accepted Content-Types, comma-separated (image/*): others are failed items",
+    )
+    batch.add_argument(
+        "--report", metavar="FILE", help="one row per item, JSON Lines (.jsonl) or CSV (.csv)"
+    )
+    batch.add_argument(
+        "--no-journal",
+        action="store_true",
+        help="keep no journal in DIR/.segdl (a re-run then checks each file on disk only)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("--version", action="version", version=f"segdl {__version__}")
@@ -242,7 +313,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(args_list[1:])
-    args = build_parser().parse_args(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    is_batch = args.input_file is not None or len(args.urls) > 1
+    if not is_batch and not args.urls:
+        parser.error("give a URL, several URLs, or -i FILE")
+    if is_batch and args.output:
+        parser.error("-o names one file: with several URLs or -i, use -d DIR (and --template)")
     stderr = sys.stderr
     verify: bool | str = True
     if args.insecure:
@@ -251,33 +328,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("segdl: warning: TLS certificate verification is off (--insecure)", file=stderr)
     elif args.ca_certificate:
         verify = args.ca_certificate
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if is_batch:
+            return _batch(args, verify, stderr)
+        return _single(args, verify, stderr)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _common(args: argparse.Namespace, verify: bool | str) -> dict[str, object]:
+    """The options a single download and a batch share."""
+    return {
+        "connections": args.connections,
+        "min_split": args.min_split,
+        "headers": args.header,
+        "timeout": args.timeout,
+        "connect_timeout": args.connect_timeout,
+        "retries": args.retries,
+        "resume": not args.no_resume,
+        "checksum": args.checksum,
+        "verify": verify,
+        "max_redirects": args.max_redirects,
+        "location_trusted": args.location_trusted,
+        "allow_downgrade": args.allow_downgrade,
+        "trust_env": not args.no_proxy_env,
+        "direct_io": not args.no_direct_io,
+    }
+
+
+def _single(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
     listener: Listener
     if not args.quiet and stderr.isatty():
         listener = TqdmListener(file=stderr)
     else:
         listener = _Warnings(stderr)
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = download(
-            args.url,
+            args.urls[0],
             args.output,
             directory=args.dir,
-            connections=args.connections,
-            min_split=args.min_split,
-            headers=args.header,
-            timeout=args.timeout,
-            connect_timeout=args.connect_timeout,
-            retries=args.retries,
-            resume=not args.no_resume,
-            if_exists=args.if_exists,
-            checksum=args.checksum,
-            verify=verify,
-            max_redirects=args.max_redirects,
-            location_trusted=args.location_trusted,
-            allow_downgrade=args.allow_downgrade,
-            trust_env=not args.no_proxy_env,
-            direct_io=not args.no_direct_io,
+            if_exists=args.if_exists or "error",
             listener=listener,
+            **_common(args, verify),  # type: ignore[arg-type]
         )
     except UsageError as exc:
         print(f"segdl: error: {exc}", file=stderr)
@@ -291,8 +384,107 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segdl: interrupted", file=stderr)
         return EXIT_INTERRUPTED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         print(summary(result), file=stderr)
     return EXIT_OK
+
+
+_MAX_LISTED = 20  # failed items listed on stderr; the rest are counted
+
+
+def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
+    listener: Listener
+    bar: TqdmBatchListener | None = None
+    if not args.quiet and stderr.isatty():
+        listener = bar = TqdmBatchListener(file=stderr)
+    else:
+        listener = _Warnings(stderr)
+    report: ReportWriter | None = None
+    started = time.monotonic()
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    fetched = 0
+    listed = 0
+    try:
+        if args.input_file is not None:
+            items: object = read_manifest(
+                args.input_file,
+                format=args.input_format,
+                url_field=args.url_field,
+                records=args.records,
+            )
+        else:
+            items = args.urls
+        if args.report:
+            report = ReportWriter(Path(args.report))
+        results = iter_download_many(
+            items,  # type: ignore[arg-type]
+            args.dir,
+            jobs=args.jobs,
+            max_connections=args.max_connections,
+            per_host=args.per_host,
+            template=args.template,
+            accept=args.accept,
+            if_exists=args.if_exists or "skip",
+            journal=not args.no_journal,
+            listener=listener,
+            **_common(args, verify),  # type: ignore[arg-type]
+        )
+        for result in results:
+            counts[result.status] += 1
+            if result.result is not None:
+                fetched += result.result.fetched
+            if report is not None:
+                report.write(_row(result, Path(args.dir or ".")))
+            if result.status == "failed":
+                listed += 1
+                if listed <= _MAX_LISTED:
+                    line = f"segdl: failed: #{result.index} {result.url}: {result.error}"
+                    if bar is not None:
+                        bar.warning_line(line)
+                    else:
+                        print(line, file=stderr)
+    except UsageError as exc:
+        print(f"segdl: error: {exc}", file=stderr)
+        return EXIT_USAGE
+    except (Interrupted, KeyboardInterrupt):
+        print("segdl: interrupted; run the same command again to resume", file=stderr)
+        return EXIT_INTERRUPTED
+    except SegdlError as exc:
+        print(f"segdl: error: {exc}", file=stderr)
+        return EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+        if report is not None:
+            report.close()
+    if listed > _MAX_LISTED:
+        print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
+    if not args.quiet:
+        elapsed = time.monotonic() - started
+        rate = fetched / elapsed if elapsed > 0 else 0.0
+        print(
+            f"segdl: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
+            f"{_human(fetched)} in {elapsed:.2f} s, {_human(rate)}/s",
+            file=stderr,
+        )
+    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _row(result: ItemResult, directory: Path) -> ReportRow:
+    path = None
+    if result.path is not None:
+        try:
+            path = result.path.relative_to(directory).as_posix()
+        except ValueError:
+            path = result.path.as_posix()
+    return ReportRow(
+        index=result.index,
+        url=result.url,
+        path=path,
+        status=result.status,
+        http_status=result.http_status,
+        bytes=result.size,
+        seconds=result.seconds,
+        attempts=result.attempts,
+        error=result.error,
+    )

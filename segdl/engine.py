@@ -158,6 +158,11 @@ class Engine:
         self.http_status: int | None = None  # status of the last answer with a body
 
     # -- public -------------------------------------------------------------------------------
+    @property
+    def fetched(self) -> int:
+        """Bytes fetched so far (sampled by a batch's progress, from another thread)."""
+        return self._fetched
+
     def run(self, info: RemoteInfo, final: Path) -> Result:
         started = self.clock.monotonic()
         part_path, control = companions(final)
@@ -595,7 +600,7 @@ class Engine:
         return policy
 
     def _check_cancel(self) -> None:
-        if self._halt.is_set():
+        if self._halt.is_set() or self.cancel.is_set():
             raise Stop
 
     # -- single stream --------------------------------------------------------------------------
@@ -677,14 +682,14 @@ class Engine:
     def _pump_stream(
         self, seg: Segment, body: Body, buffer: memoryview, part: PartFile, size: int | None
     ) -> None:
-        halt = self._halt
+        halt, cancel = self._halt, self.cancel  # a batch driver streams here: it sees the cancel
         fetched = 0
         try:
             while True:
                 n = body.readinto(buffer)
                 if n == 0:
                     break
-                if halt.is_set():
+                if halt.is_set() or cancel.is_set():
                     raise Stop
                 if size is not None and seg.pos + n > size:
                     raise ProtocolViolation(f"server sent more than the {size} bytes announced")

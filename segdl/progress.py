@@ -14,7 +14,10 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .batch.run import ItemResult
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,16 @@ class Listener:
 
     def finish(self, done: int) -> None:
         """The transfer ended (successfully or not); no more events follow for it."""
+
+    # Batches: the events above are not sent for each item; these are, from the caller's thread.
+    def item_done(self, result: ItemResult) -> None:
+        """One item of a batch ended: ok, skipped or failed."""
+
+    def batch_progress(
+        self, items: int, total: int | None, done: int, failed: int, connections: int
+    ) -> None:
+        """`items` of `total` (None until the input is read to its end) have ended, `failed` of
+        them failed; `done` bytes were fetched; `connections` files are being fetched now."""
 
 
 class TqdmListener(Listener):
@@ -116,5 +129,64 @@ class TqdmListener(Listener):
         self._info = None  # a bar not open yet stays closed
         if self._bar is not None:
             self._bar.update(done - self._bar.n)
+            self._bar.close()
+            self._bar = None
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+class TqdmBatchListener(Listener):
+    """One tqdm bar for a batch: items done of the total (once known), bytes, failures."""
+
+    def __init__(self, file: IO[str] | None = None, **tqdm_args: Any) -> None:
+        self._file = file
+        self._args = tqdm_args
+        self._bar: Any = None
+        self._loader = threading.Thread(
+            target=importlib.import_module, args=("tqdm",), name="segdl-tqdm", daemon=True
+        )
+        self._loader.start()
+
+    def batch_progress(
+        self, items: int, total: int | None, done: int, failed: int, connections: int
+    ) -> None:
+        if self._bar is None:
+            if self._loader.is_alive():
+                return
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total,
+                unit="file",
+                desc="segdl",
+                file=self._file,
+                mininterval=0.2,
+                dynamic_ncols=True,
+                **self._args,
+            )
+        bar = self._bar
+        if total != bar.total:
+            bar.total = total
+        bar.set_postfix_str(f"{_human(done)}, {failed} failed, {connections} active", refresh=False)
+        bar.update(items - bar.n)
+
+    def warning(self, message: str) -> None:
+        self.warning_line(f"segdl: warning: {message}")
+
+    def warning_line(self, line: str) -> None:
+        """Print `line` above the bar (or alone while there is none)."""
+        if self._bar is not None:
+            self._bar.write(line, file=self._file)
+        else:
+            print(line, file=self._file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
             self._bar.close()
             self._bar = None

@@ -271,29 +271,27 @@ class Body:
         self.response.close()
 
 
-@dataclass
-class Transport:
-    """Sessions (one per thread), redirects and validated requests for one download."""
+class Sessions:
+    """One `requests.Session` per thread (sessions are not safe to share between threads),
+    shared by every file a run fetches, so that a thread reuses its kept-alive connections
+    from one file to the next."""
 
-    url: str  # the URL the user gave: its origin decides where user headers may go
-    options: TransportOptions = field(default_factory=TransportOptions)
-
-    def __post_init__(self) -> None:
+    def __init__(self, options: TransportOptions, *, hosts: int = 1) -> None:
+        self.options = options
+        self.hosts = hosts  # host pools each session keeps (a batch fetches from many hosts)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
-        self._origin = origin(self.url)
 
-    # -- sessions -----------------------------------------------------------------------------
-    def session(self) -> requests.Session:
-        """This thread's session; requests sessions are not safe to share between threads."""
+    def get(self) -> requests.Session:
+        """This thread's session."""
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.trust_env = self.options.trust_env
             session.verify = self.options.verify
             session.max_redirects = self.options.max_redirects
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
+            adapter = requests.adapters.HTTPAdapter(pool_connections=self.hosts, pool_maxsize=1)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             self._local.session = session
@@ -312,6 +310,37 @@ class Transport:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+
+
+@dataclass
+class Transport:
+    """Redirects and validated requests for one remote file, over a run's sessions."""
+
+    url: str  # the URL the user gave: its origin decides where user headers may go
+    options: TransportOptions = field(default_factory=TransportOptions)
+    sessions: Sessions | None = None  # shared by a run; None: this transport's own
+
+    def __post_init__(self) -> None:
+        self._own_sessions = self.sessions is None
+        if self.sessions is None:
+            self.sessions = Sessions(self.options)
+        self._origin = origin(self.url)
+
+    # -- sessions -----------------------------------------------------------------------------
+    def session(self) -> requests.Session:
+        """This thread's session; requests sessions are not safe to share between threads."""
+        assert self.sessions is not None
+        return self.sessions.get()
+
+    def reconnect(self) -> None:
+        """Drop this thread's idle connections: its next request opens a new one."""
+        assert self.sessions is not None
+        self.sessions.reconnect()
+
+    def close(self) -> None:
+        """Close the sessions if they are this transport's own (a run closes shared ones)."""
+        if self._own_sessions and self.sessions is not None:
+            self.sessions.close()
 
     # -- requests -----------------------------------------------------------------------------
     def headers_for(self, url: str) -> dict[str, str]:

@@ -1,0 +1,566 @@
+"""Running a batch: records in, one result per item out, over one shared scheduler.
+
+Three kinds of thread share the work:
+
+- the *feeder* reads the records (a stream: never the whole list), names what it can before
+  any request, skips what the journal or the disk says is done, refuses duplicates, and
+  queues the rest by host in a bounded lookahead;
+- `jobs` *drivers* each take the next item from the host that is least busy, and run it with
+  an `Engine` on the shared `Scheduler`: one GET for a small file, ranges for a large one;
+- the caller's thread consumes results as they come, flushes the journal and samples
+  progress for the listener; Ctrl-C there stops everything and keeps the journal consistent.
+
+Memory is bounded by the lookahead, never by the length of the list: what must be remembered
+across all items (the destinations already claimed) lives in a temporary SQLite table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import queue
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ..engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, page_buffer
+from ..errors import (
+    ConnectError,
+    DestinationError,
+    Interrupted,
+    SegdlError,
+    TLSError,
+    UsageError,
+)
+from ..naming import MAX_NAME_BYTES, derive_filename
+from ..options import Options
+from ..probe import RemoteInfo
+from ..progress import Listener
+from ..scheduler import HostKey, Scheduler, host_key
+from ..transport import Sessions, Transport
+from .journal import Journal, journal_path
+from .manifest import BadRecord, Record
+from .template import DEFAULT, Template, TemplateError, safe_relative
+
+# Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
+_NAME_ROOM = MAX_NAME_BYTES - max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
+_TICK = 0.2  # how often the caller's thread samples progress and flushes the journal
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What became of one item of a batch."""
+
+    index: int  # position in the input, from 0
+    url: str  # the URL (mirror) used, or the first one when none was tried
+    path: Path | None  # where the file is (ok, skipped), or was to go
+    status: str  # "ok", "skipped" or "failed"
+    http_status: int | None = None
+    size: int = 0  # bytes of the file (ok, skipped), or fetched before failing
+    seconds: float = 0.0
+    attempts: int = 0  # requests made for it
+    error: str | None = None
+    result: Result | None = None  # the engine's result, for an item fetched now
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """How a batch runs, besides the per-file `Options`."""
+
+    jobs: int = 16  # files in flight
+    max_connections: int | None = None  # the whole run; None: the larger of jobs and connections
+    per_host: int = 8
+    template: Template = field(default_factory=lambda: Template.parse(DEFAULT))
+    journal: bool = True
+    lookahead: int = 0  # items read ahead, by host; 0: 8 per job, at least 256
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.jobs <= 1024:
+            raise UsageError("jobs must be between 1 and 1024")
+        if self.max_connections is not None and not 1 <= self.max_connections <= 1024:
+            raise UsageError("max connections must be between 1 and 1024")
+        if not 1 <= self.per_host <= 1024:
+            raise UsageError("per-host connections must be between 1 and 1024")
+
+
+@dataclass
+class _Item:
+    record: Record
+    key: str  # the journal's identity: the URL and what names the destination
+    relative: PurePosixPath | None  # known before any request, else None (needs the name)
+    host: HostKey
+    template: Template  # names the file once the first answer tells the remote's name
+
+
+class _Claims:
+    """Destinations already taken in this run, in a private on-disk SQLite table (memory stays
+    flat however long the list): the same URL twice is fetched once, another URL to a taken
+    path fails."""
+
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self._db.execute("CREATE TABLE claims (path TEXT PRIMARY KEY, url TEXT, item INTEGER)")
+        self._lock = threading.Lock()
+
+    def claim(self, path: str, url: str, index: int) -> tuple[str, int] | None:
+        """None when `path` was free (it is now ours), else (url, item) of its holder."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT url, item FROM claims WHERE path = ?", (path,)
+            ).fetchone()
+            if row is not None:
+                return str(row[0]), int(row[1])
+            self._db.execute("INSERT INTO claims VALUES (?, ?, ?)", (path, url, index))
+            return None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class _Lookahead:
+    """Items read ahead, queued by host; drivers take from the least busy host first."""
+
+    def __init__(self, limit: int, load: Callable[[HostKey], tuple[int, int]]) -> None:
+        self._limit = limit
+        self._load = load
+        self._hosts: dict[HostKey, deque[_Item]] = {}
+        self._count = 0
+        self._ended = False
+        self._cond = threading.Condition()
+
+    def put(self, item: _Item, stop: threading.Event) -> bool:
+        with self._cond:
+            while self._count >= self._limit:
+                if stop.is_set():
+                    return False
+                self._cond.wait(_TICK)
+            self._hosts.setdefault(item.host, deque()).append(item)
+            self._count += 1
+            self._cond.notify_all()
+            return True
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def take(self, stop: threading.Event) -> _Item | None:
+        """The next item, from the host with the most room; None at the end or on stop."""
+        with self._cond:
+            while not self._count:
+                if self._ended or stop.is_set():
+                    return None
+                self._cond.wait(_TICK)
+            best: HostKey | None = None
+            best_room = 0.0
+            for host in self._hosts:
+                busy, cap = self._load(host)
+                room = (cap - busy) / cap
+                if best is None or room > best_room:
+                    best, best_room = host, room
+            assert best is not None
+            waiting = self._hosts[best]
+            item = waiting.popleft()
+            if not waiting:
+                # Move the host to the back: equally idle hosts then take turns.
+                del self._hosts[best]
+            self._count -= 1
+            self._cond.notify_all()
+            return item
+
+
+class _ItemListener(Listener):
+    """Forwards an item's warnings to the batch listener, naming the item."""
+
+    def __init__(self, batch: Listener, url: str) -> None:
+        self._batch = batch
+        self._url = url
+
+    def warning(self, message: str) -> None:
+        self._batch.warning(f"{self._url}: {message}")
+
+
+class Batch:
+    """One run of a batch into `directory`; `run(records)` yields results as items finish."""
+
+    def __init__(
+        self,
+        directory: Path,
+        options: Options,
+        batch: BatchOptions,
+        *,
+        listener: Listener | None = None,
+        cancel: threading.Event | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.directory = directory
+        self.options = options
+        self.batch = batch
+        self.listener = listener or Listener()
+        self.cancel = cancel or threading.Event()
+        self.clock = clock or Clock()
+        max_connections = batch.max_connections or max(batch.jobs, options.connections)
+        self.scheduler = Scheduler(
+            max_connections=max_connections,
+            per_host=batch.per_host,
+            buffer_factory=lambda: page_buffer(options.buffer_size),
+            monotonic=self.clock.monotonic,
+        )
+        self.sessions = Sessions(options.transport(), hosts=16)
+        self._stop = threading.Event()  # set on cancel or when the caller stops consuming
+        self._results: queue.Queue[ItemResult | None] = queue.Queue()
+        self._engines: set[Engine] = set()
+        self._engines_lock = threading.Lock()
+        self._done_bytes = 0  # bytes of the items finished
+        self._dead: dict[HostKey, str] = {}  # hosts that never answered: their items fail fast
+        self._alive: set[HostKey] = set()
+        self.counts = {"ok": 0, "skipped": 0, "failed": 0}
+        self.total: int | None = None  # items in the input, once the feeder has read them all
+        self.journal: Journal | None = None
+
+    # -- the caller's thread -------------------------------------------------------------------
+    def run(self, records: Iterable[Record | BadRecord]) -> Iterator[ItemResult]:
+        """Yield one result per item, in the order they finish. Never raises for one item;
+        raises Interrupted on cancel or Ctrl-C (the journal is then consistent)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create directory {self.directory}: {exc}") from None
+        if not self.directory.is_dir():
+            raise DestinationError(f"{self.directory} exists and is not a directory")
+        if self.batch.journal:
+            self.journal = Journal(journal_path(self.directory))
+        claims = _Claims()
+        lookahead = _Lookahead(
+            self.batch.lookahead or max(256, 8 * self.batch.jobs), self.scheduler.host_load
+        )
+        feeder = threading.Thread(
+            target=self._feed, args=(records, lookahead, claims), name="segdl-feeder", daemon=True
+        )
+        drivers = [
+            threading.Thread(
+                target=self._drive, args=(lookahead, claims), name=f"segdl-driver-{i}", daemon=True
+            )
+            for i in range(self.batch.jobs)
+        ]
+        feeder.start()
+        for thread in drivers:
+            thread.start()
+        running = len(drivers)
+        interrupted = False
+        try:
+            while running:
+                if self.cancel.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    result = self._results.get(timeout=_TICK)
+                except queue.Empty:
+                    self._tick()
+                    continue
+                if result is None:
+                    running -= 1
+                    continue
+                self.counts[result.status] += 1
+                self.listener.item_done(result)
+                yield result
+                self._tick()
+        except (KeyboardInterrupt, GeneratorExit) as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            self.cancel.set()
+            raise
+        finally:
+            self._stop.set()
+            lookahead.end()
+            for thread in drivers:
+                thread.join(timeout=5.0)
+            feeder.join(timeout=1.0)
+            self.scheduler.close()
+            self.sessions.close()
+            claims.close()
+            if self.journal is not None:
+                self.journal.close()
+            self._tick(final=True)
+        if interrupted:
+            raise Interrupted("interrupted; run the same command again to resume")
+
+    def _tick(self, *, final: bool = False) -> None:
+        if self.journal is not None and not final:
+            self.journal.flush()
+        with self._engines_lock:
+            active = sum(engine.fetched for engine in self._engines)
+            connections = len(self._engines)
+        done = self.counts["ok"] + self.counts["skipped"] + self.counts["failed"]
+        self.listener.batch_progress(
+            done, self.total, self._done_bytes + active, self.counts["failed"], connections
+        )
+
+    # -- the feeder ---------------------------------------------------------------------------
+    def _feed(
+        self, records: Iterable[Record | BadRecord], lookahead: _Lookahead, claims: _Claims
+    ) -> None:
+        count = 0
+        try:
+            for record in records:
+                count += 1
+                if self._stop.is_set():
+                    return
+                if isinstance(record, BadRecord):
+                    self._put(ItemResult(record.index, "", None, "failed", error=record.error))
+                    continue
+                item = self._prepare(record, claims)
+                if item is not None and not lookahead.put(item, self._stop):
+                    return
+            self.total = count
+        except SegdlError as exc:
+            # An input that breaks off mid-way: what was read is fetched, the rest reported.
+            self._put(ItemResult(count, "", None, "failed", error=f"input: {exc}"))
+        finally:
+            lookahead.end()
+
+    def _prepare(self, record: Record, claims: _Claims) -> _Item | None:
+        """Name what can be named before any request; skip or refuse what needs no request."""
+        url = record.urls[0]
+        template = self.batch.template
+        try:
+            relative: PurePosixPath | None
+            if record.out is not None or record.dir is not None:
+                folder = safe_relative(record.dir) if record.dir else PurePosixPath()
+                name = safe_relative(record.out, max_bytes=_NAME_ROOM) if record.out else None
+                if name is None:
+                    # A dir= without out=: the remote's name, in that folder.
+                    template = Template.parse(f"{folder.as_posix()}/{{name}}")
+                    relative = None
+                else:
+                    relative = folder / name
+            elif template.needs_name:
+                relative = None
+            else:
+                relative = template.render(record.fields, index=record.index, max_bytes=_NAME_ROOM)
+        except TemplateError as exc:
+            self._put(self._failed(record, None, f"line {record.line}: {exc}"))
+            return None
+        if relative is not None:
+            key = f"{url}\0{relative.as_posix()}"
+        else:
+            used = {k: record.fields.get(k) for k in sorted(template.fields)}
+            key = f"{url}\0{template.text}\0{json.dumps(used, sort_keys=True)}"
+        if self.journal is not None:
+            entry = self.journal.is_done(key, self.directory)
+            if entry is not None and entry.path is not None:
+                path = self.directory / entry.path
+                self._put(
+                    ItemResult(record.index, entry.url, path, "skipped", size=entry.size or 0)
+                )
+                return None
+        item = _Item(record, key, relative, host_key(url), template)
+        if relative is not None:
+            refused = self._claim(item, relative, claims)
+            if refused is not None:
+                self._put(refused)
+                return None
+            final = self.directory / relative
+            if self.options.if_exists == "skip" and _taken(final):
+                self._put(ItemResult(record.index, url, final, "skipped", size=_size(final)))
+                return None
+        return item
+
+    def _claim(self, item: _Item, relative: PurePosixPath, claims: _Claims) -> ItemResult | None:
+        record = item.record
+        holder = claims.claim(relative.as_posix(), record.urls[0], record.index)
+        if holder is None:
+            return None
+        url, index = holder
+        path = self.directory / relative
+        if url == record.urls[0]:
+            return ItemResult(
+                record.index, url, path, "skipped", error=f"same URL and path as item {index}"
+            )
+        return self._failed(
+            record,
+            path,
+            f"{relative.as_posix()} is already the destination of item {index} ({url})",
+        )
+
+    # -- the drivers --------------------------------------------------------------------------
+    def _drive(self, lookahead: _Lookahead, claims: _Claims) -> None:
+        try:
+            while not self._stop.is_set():
+                item = lookahead.take(self._stop)
+                if item is None:
+                    return
+                result = self._fetch(item, claims)
+                if result is not None:
+                    self._put(result)
+        finally:
+            self._results.put(None)
+
+    def _fetch(self, item: _Item, claims: _Claims) -> ItemResult | None:
+        record = item.record
+        started = self.clock.monotonic()
+        attempts = 0
+        errors: list[str] = []
+        path: Path | None = None if item.relative is None else self.directory / item.relative
+        http_status: int | None = None
+        fetched = 0
+        for url in record.urls:
+            host = host_key(url)
+            if host in self._dead:
+                errors.append(f"{url}: {self._dead[host]}")
+                continue
+            transport = Transport(url, self.options.transport(), self.sessions)
+            engine = Engine(
+                transport,
+                self.options,
+                _ItemListener(self.listener, url),
+                cancel=self.cancel,
+                clock=self.clock,
+                scheduler=self.scheduler,
+            )
+            names: list[Path] = []
+            with self._engines_lock:
+                self._engines.add(engine)
+            try:
+                result = engine.fetch_first(
+                    url, functools.partial(self._resolve, item, claims=claims, names=names)
+                )
+            except Interrupted:
+                return None
+            except SegdlError as exc:
+                attempts += engine.attempts
+                http_status = engine.http_status or http_status
+                fetched += engine.fetched
+                path = names[0] if names else path
+                errors.append(f"{url}: {exc}" if len(record.urls) > 1 else str(exc))
+                self._note_host(host, exc)
+                if isinstance(exc, DestinationError | TemplateError):
+                    break  # local: another mirror would not help
+                continue
+            finally:
+                with self._engines_lock:
+                    self._engines.discard(engine)
+            self._alive.add(host)
+            attempts += engine.attempts
+            seconds = self.clock.monotonic() - started
+            if result is None:  # the destination existed: skipped
+                final = names[0] if names else path
+                size = _size(final) if final is not None else 0
+                return ItemResult(record.index, url, final, "skipped", engine.http_status, size)
+            if self.journal is not None:
+                self.journal.record_ok(
+                    item.key,
+                    url=url,
+                    path=result.path.relative_to(self.directory).as_posix(),
+                    size=result.size,
+                    etag=None,
+                    last_modified=None,
+                )
+            with self._engines_lock:
+                self._done_bytes += result.fetched
+            return ItemResult(
+                record.index,
+                url,
+                result.path,
+                "ok",
+                engine.http_status,
+                result.size,
+                seconds,
+                attempts,
+                result=result,
+            )
+        error = "; ".join(errors) or "no URL could be tried"
+        if self.journal is not None:
+            rel = None if path is None else path.relative_to(self.directory).as_posix()
+            self.journal.record_failed(item.key, url=record.urls[0], path=rel, error=error)
+        return ItemResult(
+            record.index,
+            record.urls[0],
+            path,
+            "failed",
+            http_status,
+            fetched,
+            self.clock.monotonic() - started,
+            attempts,
+            error,
+        )
+
+    def _note_host(self, host: HostKey, exc: SegdlError) -> None:
+        """A host that never answered and refused a whole retry budget is dead for this run:
+        its other items fail at once instead of each waiting out the same budget."""
+        unreachable = isinstance(exc, ConnectError) and not isinstance(exc, TLSError)
+        if unreachable and host not in self._alive:
+            self._dead.setdefault(host, f"host unreachable ({exc})")
+
+    def _resolve(
+        self, item: _Item, info: RemoteInfo, *, claims: _Claims, names: list[Path]
+    ) -> Path | None:
+        """The destination of an item whose first answer just came; None to skip it."""
+        if item.relative is not None:
+            final = self.directory / item.relative
+        else:
+            name = derive_filename(info.url, info.content_disposition, max_bytes=_NAME_ROOM)
+            relative = item.template.render(
+                item.record.fields, index=item.record.index, name=name, max_bytes=_NAME_ROOM
+            )
+            final = self.directory / relative
+            names.append(final)
+            refused = self._claim(item, relative, claims)
+            if refused is not None:
+                if refused.status == "skipped":
+                    return None  # the same URL to the same path: fetched once
+                raise DestinationError(refused.error or "destination taken")
+        names.append(final)
+        if _taken(final):
+            if final.is_dir() and not final.is_symlink():
+                raise DestinationError(f"{final} is a directory")
+            if self.options.if_exists == "skip":
+                return None
+            if self.options.if_exists == "error":
+                raise DestinationError(f"{final} already exists")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create directory {final.parent}: {exc}") from None
+        return final
+
+    # -- results --------------------------------------------------------------------------------
+    def _put(self, result: ItemResult) -> None:
+        self._results.put(result)
+
+    def _failed(self, record: Record, path: Path | None, error: str) -> ItemResult:
+        return ItemResult(record.index, record.urls[0], path, "failed", error=error)
+
+
+def _taken(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _size(path: Path) -> int:
+    with contextlib.suppress(OSError):
+        return os.stat(path).st_size
+    return 0
+
+
+def run_batch(
+    records: Iterable[Record | BadRecord],
+    directory: Path,
+    options: Options,
+    batch: BatchOptions,
+    *,
+    listener: Listener | None = None,
+    cancel: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> Iterator[ItemResult]:
+    """Run a batch; results stream out as items finish (see `Batch`)."""
+    return Batch(directory, options, batch, listener=listener, cancel=cancel, clock=clock).run(
+        records
+    )
