@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from .batch.manifest import BadRecord, Record
 from .batch.run import BatchOptions, ItemResult, run_batch
@@ -123,7 +123,7 @@ def _options(
     )
 
 
-Item = str | tuple[str, str] | Mapping[str, Any] | Record | BadRecord
+Item: TypeAlias = str | tuple[str, str] | Mapping[str, Any] | Record | BadRecord
 
 
 def download_many(

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import requests
-
 from .errors import HTTPStatusError, NetworkError, TransferError
 from .transport import (
     Body,
+    Response,
     Transport,
     Validators,
     content_coding,
@@ -41,14 +40,14 @@ class RemoteInfo:
         return self.size is not None and self.ranges is not False
 
 
-def _validators(response: requests.Response) -> Validators:
+def _validators(response: Response) -> Validators:
     return Validators(
         etag=strong_etag(response.headers.get("ETag")),
         last_modified=response.headers.get("Last-Modified"),
     )
 
 
-def _digest(response: requests.Response) -> str | None:
+def _digest(response: Response) -> str | None:
     return response.headers.get("Repr-Digest") or response.headers.get("Content-Digest")
 
 

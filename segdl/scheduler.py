@@ -62,6 +62,7 @@ class RangeJob(Protocol):
 @dataclass
 class _Host:
     cap: int
+    cond: threading.Condition  # requests waiting for a slot of this host wait here
     active: int = 0
     waiting: int = 0
     paused_until: float = 0.0
@@ -94,7 +95,11 @@ class Scheduler:
         self.per_host = per_host
         self._buffer_factory = buffer_factory
         self._monotonic = monotonic
-        self._cond = threading.Condition()
+        # One lock; idle range workers wait on `_cond`, requests waiting for a slot on their
+        # host's own condition: a freed slot wakes one waiter of that host, not every thread.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # requests waiting for a slot, all hosts
         self._total = 0
         self._hosts: dict[HostKey, _Host] = {}
         self._jobs: list[RangeJob] = []
@@ -108,7 +113,7 @@ class Scheduler:
     def _host(self, key: HostKey) -> _Host:
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = _Host(cap=self.per_host)
+            host = self._hosts[key] = _Host(cap=self.per_host, cond=threading.Condition(self._lock))
         return host
 
     def _free(self, host: _Host, now: float) -> bool:
@@ -127,9 +132,14 @@ class Scheduler:
 
     def acquire(self, key: HostKey, halt: threading.Event | None = None) -> None:
         """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile."""
-        with self._cond:
+        with self._lock:
             host = self._host(key)
+            now = self._monotonic()
+            if not host.waiting and self._free(host, now):
+                self._take_slot(key, host)
+                return
             host.waiting += 1
+            self._waiting += 1
             try:
                 while True:
                     if halt is not None and halt.is_set():
@@ -141,16 +151,28 @@ class Scheduler:
                     timeout = _IDLE_POLL
                     if host.paused_until > now:
                         timeout = min(timeout, host.paused_until - now)
-                    self._cond.wait(timeout)
+                    host.cond.wait(timeout)
             finally:
                 host.waiting -= 1
+                self._waiting -= 1
 
     def release(self, key: HostKey) -> None:
-        with self._cond:
-            host = self._hosts[key]
-            host.active -= 1
-            self._total -= 1
-            self._cond.notify_all()
+        with self._lock:
+            self._freed(self._hosts[key])
+
+    def _freed(self, host: _Host) -> None:
+        """A slot of `host` came free (lock held): wake whoever can use it, and only them."""
+        host.active -= 1
+        self._total -= 1
+        if host.waiting:
+            host.cond.notify()
+        if self._waiting > host.waiting and self._total == self.max_connections - 1:
+            # The global cap was what held the others back.
+            for other in self._hosts.values():
+                if other.waiting and other is not host:
+                    other.cond.notify()
+        if self._jobs:
+            self._cond.notify()
 
     @contextlib.contextmanager
     def slot(self, key: HostKey, halt: threading.Event | None = None) -> Iterator[None]:
@@ -181,7 +203,8 @@ class Scheduler:
             if now - host.last_refusal >= _RECOVER_AFTER:
                 host.cap += 1
                 host.last_refusal = now
-                self._cond.notify_all()
+                host.cond.notify()
+                self._cond.notify()
 
     def host_load(self, key: HostKey) -> tuple[int, int]:
         """(requests open or waiting for a slot, cap) of one host: how busy it is."""
@@ -257,18 +280,17 @@ class Scheduler:
             try:
                 job.work(claim, buffer)
             finally:
-                with self._cond:
+                with self._lock:
                     job.workers -= 1
-                    host = self._hosts[job.host]
-                    host.active -= 1
-                    self._total -= 1
-                    self._cond.notify_all()
+                    self._freed(self._hosts[job.host])
 
     def close(self) -> None:
         """Stop the workers once they finish what they hold (jobs must have been halted)."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._cond.notify_all()
+            for host in self._hosts.values():
+                host.cond.notify_all()
             workers, self._workers = self._workers, []
         for thread in workers:
             thread.join(timeout=2.0)

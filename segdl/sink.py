@@ -108,15 +108,16 @@ class PartFile:
     @classmethod
     def create(cls, path: Path, final: Path) -> PartFile:
         """A new, empty `.part` file; whatever stood at `path` (ours, or a planted link) goes."""
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise destination_error(exc, path, "replace") from None
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | _CLOEXEC
         try:
             fd = os.open(path, flags, 0o644)
+        except FileExistsError:
+            # O_EXCL never opens what stands there, a link included: remove it and try again.
+            try:
+                os.unlink(path)
+                fd = os.open(path, flags, 0o644)
+            except OSError as exc:
+                raise destination_error(exc, path, "replace") from None
         except OSError as exc:
             raise destination_error(exc, path, "create") from None
         return cls(path, final, fd)

@@ -17,12 +17,13 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 
+from .connections import Connections, LeanResponse
 from .errors import (
     ConnectError,
     ContentTypeError,
@@ -40,6 +41,10 @@ from .errors import (
 )
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Response headers: requests' case-insensitive dict, or http.client's message (both `.get`).
+Headers: TypeAlias = "Mapping[str, str] | http.client.HTTPMessage"
+# An answer from requests, or from the lean `http.client` layer (the same attributes).
+Response: TypeAlias = requests.Response | LeanResponse
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
@@ -91,7 +96,7 @@ class Validators:
             return {"If-Range": self.last_modified}
         return {}
 
-    def mismatch(self, headers: Mapping[str, str]) -> str | None:
+    def mismatch(self, headers: Headers) -> str | None:
         """Describe how a response's validators differ from these, or None if they agree."""
         etag = headers.get("ETag")
         if self.etag is not None and etag is not None and etag != self.etag:
@@ -194,7 +199,7 @@ class Body:
     `close()` gives the connection back for reuse when the body was read to its exact end.
     """
 
-    def __init__(self, response: requests.Response, length: int | None) -> None:
+    def __init__(self, response: Response, length: int | None) -> None:
         self.response = response
         self.headers = response.headers
         self.status = response.status_code
@@ -282,6 +287,22 @@ class Sessions:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._sessions: list[requests.Session] = []
+        self._lean: Connections | None = None
+        self._closed = False
+
+    @property
+    def lean(self) -> Connections:
+        """The lean `http.client` connections (made on first use)."""
+        with self._lock:
+            if self._lean is None:
+                assert not self._closed, "lean connections asked for after close"
+                self._lean = Connections(
+                    verify=self.options.verify,
+                    connect_timeout=self.options.connect_timeout,
+                    read_timeout=self.options.read_timeout,
+                    trust_env=self.options.trust_env,
+                )
+            return self._lean
 
     def get(self) -> requests.Session:
         """This thread's session."""
@@ -308,8 +329,12 @@ class Sessions:
     def close(self) -> None:
         with self._lock:
             sessions, self._sessions = self._sessions, []
+            lean, self._lean = self._lean, None
+            self._closed = True
         for session in sessions:
             session.close()
+        if lean is not None:
+            lean.close()
 
 
 @dataclass
@@ -350,9 +375,19 @@ class Transport:
         return {}
 
     def request(
-        self, method: str, url: str, extra_headers: Mapping[str, str] | None = None
-    ) -> tuple[requests.Response, str]:
-        """Send a request, following redirects by hand; returns the response and its URL."""
+        self,
+        method: str,
+        url: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        lean: bool = False,
+    ) -> tuple[Response, str]:
+        """Send a request, following redirects by hand; returns the response and its URL.
+
+        `lean` sends it through `http.client` directly where that behaves as requests would
+        (see `connections`): the path of a batch's many small files.
+        """
+        assert self.sessions is not None
         session = self.session()
         seen = {url}
         current = url
@@ -361,18 +396,23 @@ class Transport:
             headers["Accept-Encoding"] = "identity"
             if extra_headers:
                 headers.update(extra_headers)
-            with translated():
-                response = session.request(
-                    method,
-                    current,
-                    headers=headers,
-                    stream=True,
-                    allow_redirects=False,
-                    timeout=(self.options.connect_timeout, self.options.read_timeout),
-                    # Per request: a Session's own verify loses to REQUESTS_CA_BUNDLE and
-                    # CURL_CA_BUNDLE from the environment (psf/requests#3829).
-                    verify=self.options.verify,
-                )
+            response: Response
+            if lean and self.sessions.lean.usable(current):
+                with translated():
+                    response = self.sessions.lean.send(method, current, headers)
+            else:
+                with translated():
+                    response = session.request(
+                        method,
+                        current,
+                        headers=headers,
+                        stream=True,
+                        allow_redirects=False,
+                        timeout=(self.options.connect_timeout, self.options.read_timeout),
+                        # Per request: a Session's own verify loses to REQUESTS_CA_BUNDLE and
+                        # CURL_CA_BUNDLE from the environment (psf/requests#3829).
+                        verify=self.options.verify,
+                    )
             location = response.headers.get("Location")
             if response.status_code not in _REDIRECT_STATUSES or not location:
                 return response, current
@@ -420,7 +460,7 @@ class Transport:
         from a server without ranges; a 416 `*/0` is an empty file (an empty body). With
         `accept`, the Content-Type must match one of its patterns before a byte is read.
         """
-        response, final = self.request("GET", url, {"Range": "bytes=0-"})
+        response, final = self.request("GET", url, {"Range": "bytes=0-"}, lean=True)
         try:
             length = check_first_response(response, accept)
             if response.status_code == 416:
@@ -448,7 +488,7 @@ class Transport:
         return Body(response, length)
 
 
-def status_error(response: requests.Response, what: str) -> HTTPStatusError:
+def status_error(response: Response, what: str) -> HTTPStatusError:
     reason = response.reason or http.client.responses.get(response.status_code, "")
     return HTTPStatusError(
         f"{what}: HTTP {response.status_code} {reason}".rstrip(),
@@ -457,13 +497,13 @@ def status_error(response: requests.Response, what: str) -> HTTPStatusError:
     )
 
 
-def content_coding(response: requests.Response) -> str | None:
+def content_coding(response: Response) -> str | None:
     """The body's content coding, or None when it is the identity (what we always ask for)."""
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     return None if encoding in ("", "identity") else encoding
 
 
-def _check_identity(response: requests.Response) -> None:
+def _check_identity(response: Response) -> None:
     encoding = content_coding(response)
     if encoding is not None:
         raise ProtocolViolation(
@@ -471,7 +511,7 @@ def _check_identity(response: requests.Response) -> None:
         )
 
 
-def content_length(response: requests.Response) -> int | None:
+def content_length(response: Response) -> int | None:
     value = response.headers.get("Content-Length")
     value = None if value is None else value.strip()
     if not value or not (value.isascii() and value.isdigit()):
@@ -493,7 +533,7 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 
 
 def check_range_response(
-    response: requests.Response, start: int, stop: int, total: int, validators: Validators
+    response: Response, start: int, stop: int, total: int, validators: Validators
 ) -> None:
     """Every check a ranged answer must pass before one byte of its body may be written."""
     status = response.status_code
@@ -532,7 +572,7 @@ def check_range_response(
         )
 
 
-def check_first_response(response: requests.Response, accept: tuple[str, ...]) -> int | None:
+def check_first_response(response: Response, accept: tuple[str, ...]) -> int | None:
     """Check the answer to `Range: bytes=0-`; returns the body length, None when unknown."""
     status = response.status_code
     if status == 416:
@@ -564,7 +604,7 @@ def check_first_response(response: requests.Response, accept: tuple[str, ...]) -
     return size
 
 
-def check_content_type(response: requests.Response, accept: tuple[str, ...]) -> None:
+def check_content_type(response: Response, accept: tuple[str, ...]) -> None:
     """Refuse an answer whose Content-Type matches none of `accept` (e.g. `image/*`)."""
     if not accept:
         return
@@ -580,9 +620,7 @@ def check_content_type(response: requests.Response, accept: tuple[str, ...]) -> 
     )
 
 
-def check_stream_response(
-    response: requests.Response, offset: int, validators: Validators
-) -> int | None:
+def check_stream_response(response: Response, offset: int, validators: Validators) -> int | None:
     """Check a whole-file (or `offset`-onwards) answer; returns the body length if known."""
     status = response.status_code
     if status == 412:

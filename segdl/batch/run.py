@@ -108,6 +108,9 @@ class _Claims:
 
     def __init__(self) -> None:
         self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        # Private and disposable: no lock, rollback journal or sync per statement.
+        for pragma in ("locking_mode=EXCLUSIVE", "journal_mode=OFF", "synchronous=OFF"):
+            self._db.execute(f"PRAGMA {pragma}")
         self._db.execute("CREATE TABLE claims (path TEXT PRIMARY KEY, url TEXT, item INTEGER)")
         self._lock = threading.Lock()
 
@@ -136,31 +139,34 @@ class _Lookahead:
         self._hosts: dict[HostKey, deque[_Item]] = {}
         self._count = 0
         self._ended = False
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._not_full = threading.Condition(lock)  # the feeder waits here
+        self._not_empty = threading.Condition(lock)  # drivers wait here
 
     def put(self, item: _Item, stop: threading.Event) -> bool:
-        with self._cond:
+        with self._not_full:
             while self._count >= self._limit:
                 if stop.is_set():
                     return False
-                self._cond.wait(_TICK)
+                self._not_full.wait(_TICK)
             self._hosts.setdefault(item.host, deque()).append(item)
             self._count += 1
-            self._cond.notify_all()
+            self._not_empty.notify()
             return True
 
     def end(self) -> None:
-        with self._cond:
+        with self._not_full:
             self._ended = True
-            self._cond.notify_all()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
 
     def take(self, stop: threading.Event) -> _Item | None:
         """The next item, from the host with the most room; None at the end or on stop."""
-        with self._cond:
+        with self._not_empty:
             while not self._count:
                 if self._ended or stop.is_set():
                     return None
-                self._cond.wait(_TICK)
+                self._not_empty.wait(_TICK)
             best: HostKey | None = None
             best_room = 0.0
             for host in self._hosts:
@@ -175,7 +181,7 @@ class _Lookahead:
                 # Move the host to the back: equally idle hosts then take turns.
                 del self._hosts[best]
             self._count -= 1
-            self._cond.notify_all()
+            self._not_full.notify()
             return item
 
 
@@ -207,7 +213,8 @@ class Batch:
         self.options = options
         self.batch = batch
         self.listener = listener or Listener()
-        self.cancel = cancel or threading.Event()
+        self._caller_cancel = cancel
+        self.cancel = threading.Event()  # the engines': set on the caller's cancel or Ctrl-C
         self.clock = clock or Clock()
         max_connections = batch.max_connections or max(batch.jobs, options.connections)
         self.scheduler = Scheduler(
@@ -224,6 +231,7 @@ class Batch:
         self._done_bytes = 0  # bytes of the items finished
         self._dead: dict[HostKey, str] = {}  # hosts that never answered: their items fail fast
         self._alive: set[HostKey] = set()
+        self._made: set[Path] = set()  # folders already created (bounded)
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.total: int | None = None  # items in the input, once the feeder has read them all
         self.journal: Journal | None = None
@@ -258,27 +266,34 @@ class Batch:
             thread.start()
         running = len(drivers)
         interrupted = False
+        next_tick = self.clock.monotonic() + _TICK
+        caller_cancel = self._caller_cancel
         try:
             while running:
-                if self.cancel.is_set():
-                    raise KeyboardInterrupt
+                if caller_cancel is not None and caller_cancel.is_set():
+                    interrupted = True
+                    break
                 try:
-                    result = self._results.get(timeout=_TICK)
+                    result: ItemResult | bool | None = self._results.get(timeout=_TICK)
                 except queue.Empty:
-                    self._tick()
-                    continue
+                    result = False  # nothing came: only time to tick
                 if result is None:
-                    running -= 1
-                    continue
-                self.counts[result.status] += 1
-                self.listener.item_done(result)
-                yield result
-                self._tick()
-        except (KeyboardInterrupt, GeneratorExit) as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            self.cancel.set()
-            raise
+                    running -= 1  # a driver ended
+                elif result is not False:
+                    assert isinstance(result, ItemResult)
+                    self.counts[result.status] += 1
+                    self.listener.item_done(result)
+                    yield result
+                if self.clock.monotonic() >= next_tick:
+                    # The journal commits a few times a second, not once per item.
+                    self._tick()
+                    next_tick = self.clock.monotonic() + _TICK
+        except KeyboardInterrupt:
+            interrupted = True
         finally:
+            # Also when the caller stops iterating (GeneratorExit): nothing outlives the batch.
+            if interrupted or running:
+                self.cancel.set()
             self._stop.set()
             lookahead.end()
             for thread in drivers:
@@ -363,7 +378,17 @@ class Batch:
                 )
                 return None
         item = _Item(record, key, relative, host_key(url), template)
-        if relative is not None:
+        if relative is None:
+            # Named by the answer: the same URL and fields twice would name the same file.
+            holder = claims.claim(f"\0{key}", url, record.index)
+            if holder is not None:
+                self._put(
+                    ItemResult(
+                        record.index, url, None, "skipped", error=f"same item as {holder[1]}"
+                    )
+                )
+                return None
+        else:
             refused = self._claim(item, relative, claims)
             if refused is not None:
                 self._put(refused)
@@ -526,10 +551,15 @@ class Batch:
                 return None
             if self.options.if_exists == "error":
                 raise DestinationError(f"{final} already exists")
-        try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DestinationError(f"cannot create directory {final.parent}: {exc}") from None
+        parent = final.parent
+        if parent != self.directory and parent not in self._made:
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DestinationError(f"cannot create directory {parent}: {exc}") from None
+            if len(self._made) >= 4096:
+                self._made.clear()  # a cache of folders made, not a record: stays bounded
+            self._made.add(parent)
         return final
 
     # -- results --------------------------------------------------------------------------------
@@ -541,7 +571,14 @@ class Batch:
 
 
 def _taken(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
+    """Whether anything (a file, a directory, a link, even a dangling one) stands at `path`."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # not ours to judge here: writing there will say what is wrong
+    return True
 
 
 def _size(path: Path) -> int:
