@@ -1,0 +1,34 @@
+"""The scenarios, in run order. Each is one object; see base.Scenario for what it provides.
+
+* single.py: one file per run: throttled (a), stragglers (b), unthrottled (c), memory (d),
+  overhead (e) and noburst
+* batch.py: lists of files: batch-small and batch-mixed
+* batchlist.py: a very long list, measured while it starts: batch-list
+"""
+
+from __future__ import annotations
+
+from .base import Scenario
+from .batch import BatchMixed, BatchSmall
+from .batchlist import BatchList
+from .single import Memory, NoBurst, Overhead, Stragglers, Throttled, Unthrottled
+
+_ALL: list[Scenario] = [
+    Throttled(),
+    Stragglers(),
+    Unthrottled(),
+    Memory(),
+    Overhead(),
+    NoBurst(),
+    BatchSmall(),
+    BatchMixed(),
+    BatchList(),
+]
+SCENARIOS: dict[str, Scenario] = {sc.name: sc for sc in _ALL}
+ALIASES: dict[str, str] = {sc.alias: sc.name for sc in _ALL if sc.alias}
+GROUPS: dict[str, list[str]] = {
+    "all": list(SCENARIOS),
+    "batch": [sc.name for sc in _ALL if sc.name.startswith("batch-")],
+}
+
+__all__ = ["ALIASES", "GROUPS", "SCENARIOS", "Scenario"]
