@@ -1,17 +1,21 @@
-"""segdl: download one large file over several HTTP connections at once, and never a wrong file.
+"""segdl: download files over several HTTP connections at once, and never a wrong file.
 
     >>> import segdl
     >>> result = segdl.download("https://example.org/big.iso", connections=16)  # doctest: +SKIP
+    >>> results = segdl.download_many(["https://example.org/a.jpg"], "data")  # doctest: +SKIP
 
 Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listener`.
 """
 
 __version__ = "0.1.0"
 
-from .api import download
+from .api import download, download_many, iter_download_many
+from .batch.manifest import BadRecord, Record, read_manifest
+from .batch.run import ItemResult
 from .engine import Clock, Result
 from .errors import (
     ConnectError,
+    ContentTypeError,
     DestinationError,
     DiskFullError,
     HTTPStatusError,
@@ -33,18 +37,22 @@ from .errors import (
 from .progress import Listener, StartInfo, TqdmListener
 
 __all__ = [
+    "BadRecord",
     "Clock",
     "ConnectError",
+    "ContentTypeError",
     "DestinationError",
     "DiskFullError",
     "HTTPStatusError",
     "IntegrityError",
     "Interrupted",
     "InvalidURLError",
+    "ItemResult",
     "Listener",
     "NetworkError",
     "ProtocolViolation",
     "RangeIgnoredError",
+    "Record",
     "RedirectError",
     "RemoteChangedError",
     "Result",
@@ -58,4 +66,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "download",
+    "download_many",
+    "iter_download_many",
+    "read_manifest",
 ]
