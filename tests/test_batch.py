@@ -10,12 +10,11 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes import NOW, Sleeps, fast_clock, payload
-from rangeserver import Faults, RangeHTTPServer, ServedFile, pattern_bytes, serve_file, serve_files
+from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_file, serve_files
 
 from segdl import Clock
 from segdl.api import download_many, iter_download_many
@@ -416,7 +415,7 @@ def test_paused_host_leaves_other_host_running(
         rangeserver, files_a, Faults(status_sequence=[429] * 100, retry_after="3600")
     )
     served_b = serve_files(rangeserver2, files_b)
-    urls = [s.url for pair in zip(served_a.values(), served_b.values()) for s in pair]
+    urls = [s.url for pair in zip(served_a.values(), served_b.values(), strict=False) for s in pair]
     urls += [s.url for s in list(served_b.values())[len(served_a) :]]
     b_urls = {s.url for s in served_b.values()}
     done: list[ItemResult] = []

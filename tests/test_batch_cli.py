@@ -78,8 +78,9 @@ def report_rows(path: Path) -> dict[int, dict[str, str]]:
             rows = list(csv.DictReader(f))
     else:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
-    by_index = {int(row["index"]): {k: "" if v is None else str(v) for k, v in row.items()}
-                for row in rows}
+    by_index = {
+        int(row["index"]): {k: "" if v is None else str(v) for k, v in row.items()} for row in rows
+    }
     assert len(by_index) == len(rows), rows
     return by_index
 
@@ -167,8 +168,16 @@ def test_csv_with_template(
             writer.writerow([f"item{i}", s.url, "a, quoted label"])
     dest = tmp_path / "out"
     code, _, err = cli(
-        capsys, "-i", str(listing), "-d", str(dest), "--url-field", "link",
-        "--template", "csv/{id}{ext}", "-q",
+        capsys,
+        "-i",
+        str(listing),
+        "-d",
+        str(dest),
+        "--url-field",
+        "link",
+        "--template",
+        "csv/{id}{ext}",
+        "-q",
     )
     assert code == 0, err
     assert tree(dest) == {f"csv/item{i}.bin": d for i, d in enumerate(files.values())}
@@ -180,9 +189,7 @@ def test_tsv(
     files = small_files(3)
     served = list(serve_files(rangeserver, files).values())
     listing = tmp_path / "list.tsv"
-    listing.write_text(
-        "url\tname2\n" + "".join(f"{s.url}\tn{i}\n" for i, s in enumerate(served))
-    )
+    listing.write_text("url\tname2\n" + "".join(f"{s.url}\tn{i}\n" for i, s in enumerate(served)))
     dest = tmp_path / "out"
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "--template", "{name2}.x", "-q")
     assert code == 0, err
@@ -206,8 +213,18 @@ def test_json_records_with_nested_template(
     listing.write_text(json.dumps(doc))
     dest = tmp_path / "out"
     code, _, err = cli(
-        capsys, "-i", str(listing), "-d", str(dest), "--records", "images",
-        "--template", "{class}/{id}.jpg", "--accept", "image/*", "-q",
+        capsys,
+        "-i",
+        str(listing),
+        "-d",
+        str(dest),
+        "--records",
+        "images",
+        "--template",
+        "{class}/{id}.jpg",
+        "--accept",
+        "image/*",
+        "-q",
     )
     assert code == 0, err
     data = list(files.values())
@@ -226,8 +243,16 @@ def test_jsonl_and_input_format_override(
     )
     dest = tmp_path / "out"
     code, _, err = cli(
-        capsys, "-i", str(listing), "--input-format", "jsonl", "-d", str(dest),
-        "--template", "{n}-{stem}{ext}", "-q",
+        capsys,
+        "-i",
+        str(listing),
+        "--input-format",
+        "jsonl",
+        "-d",
+        str(dest),
+        "--template",
+        "{n}-{stem}{ext}",
+        "-q",
     )
     assert code == 0, err
     assert tree(dest) == {f"{i}-f{i:03d}.bin": d for i, d in enumerate(files.values())}
@@ -277,7 +302,18 @@ def test_gzipped_list_from_stdin_in_subprocess(
     text = "".join(json.dumps({"url": s.url}) + "\n" for s in served)
     dest = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "segdl", "-i", "-", "--input-format", "jsonl", "-d", str(dest), "-q"],
+        [
+            sys.executable,
+            "-m",
+            "segdl",
+            "-i",
+            "-",
+            "--input-format",
+            "jsonl",
+            "-d",
+            str(dest),
+            "-q",
+        ],
         input=gzip.compress(text.encode()),  # gzip recognised by its magic bytes
         capture_output=True,
         timeout=60,
@@ -304,14 +340,20 @@ def test_mirrors_and_report_names_mirror_used(
     mirror_b = serve_file(rangeserver2, "/b.bin", data_b)
     listing = tmp_path / "list.txt"
     # aria2 convention: the mirrors of one file on one line, separated by TAB.
-    listing.write_text(
-        f"{missing.url}\t{mirror_a.url}\n{refused_url('/b.bin')}\t{mirror_b.url}\n"
-    )
+    listing.write_text(f"{missing.url}\t{mirror_a.url}\n{refused_url('/b.bin')}\t{mirror_b.url}\n")
     dest = tmp_path / "out"
     report = tmp_path / "report.jsonl"
     code, _, err = cli(
-        capsys, "-i", str(listing), "-d", str(dest), "--report", str(report),
-        "--retries", "1", "-q",
+        capsys,
+        "-i",
+        str(listing),
+        "-d",
+        str(dest),
+        "--report",
+        str(report),
+        "--retries",
+        "1",
+        "-q",
     )
     assert code == 0, err
     assert tree(dest) == {"a.bin": data_a, "b.bin": data_b}
@@ -334,9 +376,7 @@ def test_failures_exit_1_and_report_every_item(
     listing.write_text("".join(f"{s.url}\n" for s in served))
     dest = tmp_path / "out"
     for report in (tmp_path / "r.jsonl", tmp_path / "r.csv"):
-        code, _, err = cli(
-            capsys, "-i", str(listing), "-d", str(dest), "--report", str(report)
-        )
+        code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "--report", str(report))
         assert code == 1
         assert "Traceback" not in err
         failed_lines = [line for line in err.splitlines() if "failed:" in line]
@@ -423,8 +463,16 @@ def test_hostile_fields_stay_inside_dir(
     dest = tmp_path / "a" / "b" / "out"
     before = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
     code, _, err = cli(
-        capsys, "-i", str(listing), "-d", str(dest), "--template", "{class}/{id}.jpg",
-        "--report", str(tmp_path / "r.jsonl"), "-q",
+        capsys,
+        "-i",
+        str(listing),
+        "-d",
+        str(dest),
+        "--template",
+        "{class}/{id}.jpg",
+        "--report",
+        str(tmp_path / "r.jsonl"),
+        "-q",
     )
     assert code in (0, 1) and "Traceback" not in err
     after = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
@@ -542,10 +590,13 @@ def test_malformed_jsonl_line_is_a_failed_item(
     served = list(serve_files(rangeserver, files).values())
     listing = tmp_path / "list.jsonl"
     listing.write_text(
-        json.dumps({"url": served[0].url}) + "\n"
-        + json.dumps({"url": served[1].url}) + "\n"
+        json.dumps({"url": served[0].url})
+        + "\n"
+        + json.dumps({"url": served[1].url})
+        + "\n"
         + '{"url": "http://127.0.0.1:1/x", oops\n'
-        + json.dumps({"url": served[2].url}) + "\n"
+        + json.dumps({"url": served[2].url})
+        + "\n"
     )
     dest = tmp_path / "out"
     report = tmp_path / "r.csv"
@@ -636,8 +687,19 @@ def _journal_ok_urls(dest: Path) -> set[str]:
 
 def _start_batch(listing: Path, dest: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "segdl", "-i", str(listing), "-d", str(dest), "-j", "4", "-q",
-         *extra],
+        [
+            sys.executable,
+            "-m",
+            "segdl",
+            "-i",
+            str(listing),
+            "-d",
+            str(dest),
+            "-j",
+            "4",
+            "-q",
+            *extra,
+        ],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -663,9 +725,7 @@ def _throttled_batch(
     # Two ranges at 1 MiB/s each: at least three seconds, so it is mid-way when killed.
     served.update(serve_files(server, big, Faults(rate=MiB)))
     listing = tmp_path / "list.txt"
-    listing.write_text(
-        served["/big.bin"].url + "\n" + "".join(f"{served[p].url}\n" for p in files)
-    )
+    listing.write_text(served["/big.bin"].url + "\n" + "".join(f"{served[p].url}\n" for p in files))
     return {**files, **big}, served, listing
 
 
