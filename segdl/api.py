@@ -150,7 +150,7 @@ def iter_download_many(
     template: str = DEFAULT,
     accept: str | Iterable[str] | None = None,
     if_exists: str = "skip",
-    journal: bool = True,
+    journal: bool | str | os.PathLike[str] = True,
     min_split: int = Options.min_split,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     timeout: float = Options.timeout,
@@ -171,16 +171,17 @@ def iter_download_many(
     clock: Clock | None = None,
 ) -> Iterator[ItemResult]:
     """Download many files over one shared pool of connections; yields each item's result as
-    it finishes (for callers with millions of items).
+        it finishes (for callers with millions of items).
 
-    `items` are URLs, `(url, relative_path)` pairs, mappings (`{"url": ..., "path": ...}`,
-    where "url" may be a list of mirrors and the other keys are fields for `template`), or
-    the records of `read_manifest`. `template` names each file relative to `directory` from
-    the item's fields and `{name}`, `{stem}`, `{ext}`, `{index}`. `jobs` files are fetched at
-    once, each over up to `connections` connections, with at most `per_host` connections to
-    one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
-    skip finished items without a request. Raises `Interrupted` when `cancel` is set (run it
-    again to resume), and UsageError for bad options, before anything is fetched.
+        `items` are URLs, `(url, relative_path)` pairs, mappings (`{"url": ..., "path": ...}`,
+        where "url" may be a list of mirrors and the other keys are fields for `template`), or
+        the records of `read_manifest`. `template` names each file relative to `directory` from
+        the item's fields and `{name}`, `{stem}`, `{ext}`, `{index}`. `jobs` files are fetched at
+        once, each over up to `connections` connections, with at most `per_host` connections to
+        one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
+        skip finished items without a request (`journal` may also be the journal's path, or False
+    for none). Raises `Interrupted` when `cancel` is set (run it
+        again to resume), and UsageError for bad options, before anything is fetched.
     """
     options = _options(
         connections=connections,
@@ -208,7 +209,8 @@ def iter_download_many(
         max_connections=max_connections,
         per_host=per_host,
         template=Template.parse(template),
-        journal=journal,
+        journal=journal is not False,
+        journal_path=None if isinstance(journal, bool) else Path(journal),
     )
     folder = Path(directory) if directory is not None else Path.cwd()
     return run_batch(

@@ -81,6 +81,9 @@ class BatchOptions:
     per_host: int = 8
     template: Template = field(default_factory=lambda: Template.parse(DEFAULT))
     journal: bool = True
+    # Where the journal lives; None: DIR/.segdl/journal.sqlite3 (a cluster's shards keep one
+    # each, so that several processes never share one).
+    journal_path: Path | None = None
     lookahead: int = 0  # items read ahead, by host; 0: 8 per job, at least 256
 
     def __post_init__(self) -> None:
@@ -247,7 +250,7 @@ class Batch:
         if not self.directory.is_dir():
             raise DestinationError(f"{self.directory} exists and is not a directory")
         if self.batch.journal:
-            self.journal = Journal(journal_path(self.directory))
+            self.journal = Journal(self.batch.journal_path or journal_path(self.directory))
         claims = _Claims()
         lookahead = _Lookahead(
             self.batch.lookahead or max(256, 8 * self.batch.jobs), self.scheduler.host_load
