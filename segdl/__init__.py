@@ -9,7 +9,7 @@ Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listen
 
 __version__ = "0.1.0"
 
-from .api import download, download_many, iter_download_many
+from .api import download, download_many, fetch, iter_download_many, open
 from .batch.manifest import BadRecord, Record, read_manifest
 from .batch.run import ItemResult
 from .engine import Clock, Result
@@ -30,11 +30,13 @@ from .errors import (
     SegdlError,
     TimeoutError_,
     TLSError,
+    TooLargeError,
     TransferError,
     TruncatedError,
     UsageError,
 )
 from .progress import Listener, StartInfo, TqdmListener
+from .stream import RemoteFile
 
 __all__ = [
     "BadRecord",
@@ -55,11 +57,13 @@ __all__ = [
     "Record",
     "RedirectError",
     "RemoteChangedError",
+    "RemoteFile",
     "Result",
     "SegdlError",
     "StartInfo",
     "TLSError",
     "TimeoutError_",
+    "TooLargeError",
     "TqdmListener",
     "TransferError",
     "TruncatedError",
@@ -67,6 +71,8 @@ __all__ = [
     "__version__",
     "download",
     "download_many",
+    "fetch",
     "iter_download_many",
+    "open",
     "read_manifest",
 ]

@@ -16,13 +16,14 @@ from typing import Any, TypeAlias
 from .batch.manifest import BadRecord, Record
 from .batch.run import BatchOptions, ItemResult, run_batch
 from .batch.template import DEFAULT, Template
-from .engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, companions
+from .engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, free_name
 from .errors import DestinationError, InvalidURLError, UsageError
 from .naming import MAX_NAME_BYTES, derive_filename
 from .options import Options, parse_accept
 from .probe import RemoteInfo
 from .progress import Listener
 from .sink import destination_error
+from .stream import WINDOW_DEFAULT, RemoteFile, open_remote, read_limited
 from .transport import Transport, check_url
 from .verify import Checksum
 
@@ -94,7 +95,7 @@ def download(
         if existing is not None:
             return _skipped(existing, info)
         if options.if_exists == "rename" and _taken(final):
-            final = _free_name(final)
+            final = free_name(final)
         return engine.run(info, final)
     finally:
         transport.close()
@@ -260,6 +261,72 @@ def _record(index: int, item: str | tuple[str, str] | Mapping[str, Any]) -> Reco
     return Record(index, index + 1, urls, fields, out=out)
 
 
+def open(
+    url: str,
+    *,
+    connections: int = 8,
+    window: int = WINDOW_DEFAULT,
+    min_split: int = Options.min_split,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    timeout: float = Options.timeout,
+    connect_timeout: float = Options.connect_timeout,
+    retries: int = Options.retries,
+    checksum: str | Checksum | None = None,
+    verify: bool | str = True,
+    max_redirects: int = Options.max_redirects,
+    location_trusted: bool = False,
+    allow_downgrade: bool = False,
+    trust_env: bool = True,
+    listener: Listener | None = None,
+    cancel: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> RemoteFile:
+    """Open `url` as a binary file object read in order over `connections` connections.
+
+    At most `window` bytes are fetched ahead of the reader (memory stays within the window
+    plus a piece per connection); `seek` works when the server supports ranges. `checksum`
+    and the server's digest are checked when the end is read from the start in order. Close
+    it (or use `with`) to stop every connection. Errors derive from `segdl.SegdlError`.
+    """
+    check_url(url)
+    if window < 1:
+        raise UsageError("the window must be at least 1 byte")
+    options = _options(
+        connections=connections,
+        min_split=min_split,
+        headers=headers,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        retries=retries,
+        checksum=checksum,
+        verify=verify,
+        max_redirects=max_redirects,
+        location_trusted=location_trusted,
+        allow_downgrade=allow_downgrade,
+        trust_env=trust_env,
+    )
+    transport = Transport(url, options.transport())
+    try:
+        return open_remote(
+            transport, options, window=window, listener=listener, clock=clock, cancel=cancel
+        )
+    except BaseException:
+        transport.close()
+        raise
+
+
+def fetch(url: str, *, max_size: int = 256 << 20, **kwargs: Any) -> bytes:
+    """The whole body of `url` as bytes, for small things (an image, a JSON manifest).
+
+    Refuses a body larger than `max_size` (by its announced size before reading, or mid-way)
+    with `TooLargeError`. Takes the keyword arguments of `open`.
+    """
+    if max_size < 0:
+        raise UsageError("max_size must be >= 0")
+    with open(url, **kwargs) as remote:
+        return read_limited(remote, max_size)
+
+
 class _Target:
     """Where the user asked the file to go: an exact file, or a directory."""
 
@@ -318,18 +385,6 @@ def _existing(final: Path, policy: str) -> Path | None:
     if policy == "skip":
         return final
     return None  # overwrite (os.replace replaces a link, never writes through it) or rename
-
-
-def _free_name(path: Path) -> Path:
-    """`name.1.ext`, `name.2.ext`, ...: the first name that is free, with its companions."""
-    stem, dot, ext = path.name.rpartition(".")
-    if not stem:
-        stem, dot, ext = path.name, "", ""
-    for i in range(1, 10000):
-        candidate = path.with_name(f"{stem}.{i}{dot}{ext}")
-        if not _taken(candidate) and not any(_taken(c) for c in companions(candidate)):
-            return candidate
-    raise DestinationError(f"no free name next to {path}")
 
 
 def _skipped(path: Path, info: RemoteInfo) -> Result:

@@ -20,6 +20,7 @@ from typing import IO, NoReturn
 
 from . import __version__
 from .api import download, iter_download_many
+from .api import open as segdl_open
 from .batch.manifest import FORMATS, read_manifest
 from .batch.report import ReportRow, ReportWriter
 from .batch.run import ItemResult
@@ -119,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("urls", nargs="*", metavar="URL", help="http:// or https:// URL(s)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("-o", "--output", metavar="FILE", help="write to FILE")
+    where.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE ('-': to stdout, in order)"
+    )
     where.add_argument(
         "-d", "--dir", metavar="DIR", help="save into DIR (created if needed) under the remote name"
     )
@@ -262,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep no journal in DIR/.segdl (a re-run then checks each file on disk only)",
     )
+    parser.add_argument(
+        "--window",
+        type=_size,
+        default=64 << 20,
+        metavar="SIZE",
+        help="with -o -: bytes fetched ahead of what stdout has taken (default 64M)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("--version", action="version", version=f"segdl {__version__}")
     return parser
@@ -363,6 +373,8 @@ def _single(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> in
         listener = TqdmListener(file=stderr)
     else:
         listener = _Warnings(stderr)
+    if args.output == "-":
+        return _to_stdout(args, verify, stderr, listener)
     try:
         result = download(
             args.urls[0],
@@ -386,6 +398,58 @@ def _single(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> in
         return EXIT_INTERRUPTED
     if not args.quiet:
         print(summary(result), file=stderr)
+    return EXIT_OK
+
+
+EXIT_BROKEN_PIPE = 141  # as a shell reports a program killed by SIGPIPE
+
+
+def _to_stdout(
+    args: argparse.Namespace, verify: bool | str, stderr: IO[str], listener: Listener
+) -> int:
+    """`-o -`: the file in order on stdout; the bar and messages stay on stderr."""
+    common = _common(args, verify)
+    for key in ("resume", "direct_io"):
+        common.pop(key)
+    out = sys.stdout.buffer
+    started = time.monotonic()
+    written = 0
+    try:
+        with segdl_open(
+            args.urls[0],
+            window=args.window,
+            listener=listener,
+            **common,  # type: ignore[arg-type]
+        ) as remote:
+            chunk = bytearray(1 << 20)
+            view = memoryview(chunk)
+            while n := remote.readinto(chunk):
+                out.write(view[:n])
+                written += n
+            out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head -c 100`): stop at once, quietly. Point stdout at
+        # /dev/null so that the interpreter's last flush does not complain again.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return EXIT_BROKEN_PIPE
+    except UsageError as exc:
+        print(f"segdl: error: {exc}", file=stderr)
+        return EXIT_USAGE
+    except (Interrupted, KeyboardInterrupt):
+        print("segdl: interrupted", file=stderr)
+        return EXIT_INTERRUPTED
+    except SegdlError as exc:
+        # What was written cannot be taken back: a non-zero exit tells a pipefail pipeline.
+        print(f"segdl: error: {exc} (after {written} bytes on stdout)", file=stderr)
+        return EXIT_FAILED
+    if not args.quiet:
+        elapsed = time.monotonic() - started
+        rate = written / elapsed if elapsed > 0 else 0.0
+        print(
+            f"segdl: {_human(written)} to stdout in {elapsed:.2f} s, {_human(rate)}/s",
+            file=stderr,
+        )
     return EXIT_OK
 
 
@@ -434,7 +498,7 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
             if result.result is not None:
                 fetched += result.result.fetched
             if report is not None:
-                report.write(_row(result, Path(args.dir or ".")))
+                report.write(_row(result, Path(args.dir) if args.dir else Path.cwd()))
             if result.status == "failed":
                 listed += 1
                 if listed <= _MAX_LISTED:

@@ -98,6 +98,28 @@ def companions(final: Path) -> tuple[Path, Path]:
     return final.with_name(final.name + PART_SUFFIX), final.with_name(final.name + CONTROL_SUFFIX)
 
 
+def free_name(path: Path, reserve: Callable[[Path], bool] | None = None) -> Path:
+    """`name.1.ext`, `name.2.ext`, ...: the first name that is free, with its companions.
+
+    `reserve`, when given, must also accept the name (a batch claims it there, so that two
+    items renaming at once never pick the same one).
+    """
+    stem, dot, ext = path.name.rpartition(".")
+    if not stem:
+        stem, dot, ext = path.name, "", ""
+    for i in range(1, 10000):
+        candidate = path.with_name(f"{stem}.{i}{dot}{ext}")
+        if _taken(candidate) or any(_taken(c) for c in companions(candidate)):
+            continue
+        if reserve is None or reserve(candidate):
+            return candidate
+    raise DestinationError(f"no free name next to {path}")
+
+
+def _taken(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
 @dataclass
 class Result:
     """What `download()` returns."""

@@ -15,6 +15,7 @@
     │   │   └── RangeIgnoredError  the server answered a ranged request with the whole file (200)
     │   ├── RemoteChangedError     the remote file changed (validator or size mismatch)
     │   ├── ContentTypeError       the answer's Content-Type is not one of those accepted
+    │   ├── TooLargeError          the body is larger than the caller allows (`segdl.fetch`)
     │   └── RedirectError          too many redirects, a loop, a refused scheme or a downgrade
     ├── DestinationError           the local side: exists, permission, not a directory, disk full
     │   └── DiskFullError          ENOSPC / EFBIG / not enough free space
@@ -53,6 +54,7 @@ __all__ = [
     "SegdlError",
     "TLSError",
     "TimeoutError_",
+    "TooLargeError",
     "TransferError",
     "TruncatedError",
     "UnsafeArchiveError",
@@ -120,6 +122,10 @@ class RemoteChangedError(TransferError):
 
 class ContentTypeError(TransferError):
     """The answer's Content-Type is not one of those accepted (e.g. an HTML error page)."""
+
+
+class TooLargeError(TransferError):
+    """The body is larger than the caller allows (`segdl.fetch(..., max_size=...)`)."""
 
 
 class RedirectError(TransferError):

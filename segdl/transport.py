@@ -8,6 +8,7 @@ the hot-path body reader, and the translation of requests/urllib3/socket errors 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
 import socket
@@ -274,6 +275,16 @@ class Body:
             except (OSError, http.client.HTTPException):
                 pass  # then it is simply closed below
         self.response.close()
+
+    def abort(self) -> None:
+        """From another thread: make a read blocked in this body return at once (the
+        connection is shut down; the reader then closes the body as after any error)."""
+        raw: Any = self.response.raw
+        conn = getattr(raw, "_conn", None) or getattr(raw, "_connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class Sessions:

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,7 @@ def test_txt_with_comments_and_aria2_options(
         "\tdir=sub/folder\n"
         f"{served[2].url}\n"
         "  dir=other\n"
-        f"   # an indented comment\n"
+        "   # an indented comment\n"
         f"{served[3].url}\n"
         "  split=4\n"  # an aria2 option segdl does not use
         "  out=../../escape.bin\n"  # made relative and safe, or the item fails
@@ -365,6 +366,32 @@ def test_mirrors_and_report_names_mirror_used(
     assert [r.status for r in missing.gets()] == [404]
 
 
+def test_report_paths_are_relative_to_the_directory(
+    rangeserver: RangeHTTPServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = small_files(2)
+    served = list(serve_files(rangeserver, files).values())
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cases = [
+        (["-d", "rel"], work / "rel"),
+        (["-d", str(tmp_path / "abs")], tmp_path / "abs"),
+        ([], work),  # no -d: the current directory
+    ]
+    for number, (args, where) in enumerate(cases):
+        report = tmp_path / f"r{number}.jsonl"
+        code, _, err = cli(capsys, *(s.url for s in served), *args, "--report", str(report), "-q")
+        assert code == 0, err
+        for name, data in expected(files).items():
+            assert (where / name).read_bytes() == data
+        rows = report_rows(report)
+        assert [rows[i]["path"] for i in range(2)] == ["f000.bin", "f001.bin"], (args, rows)
+
+
 def test_failures_exit_1_and_report_every_item(
     rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -441,6 +468,59 @@ def test_rerun_after_success_makes_no_request(
     assert keepalive_server.requests == []
     assert keepalive_server.connections_opened == 0
     assert tree(dest) == expected(files)
+
+
+def test_failed_items_listed_one_line_each_with_a_cap(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = serve_files(
+        rangeserver,
+        {f"/missing{i:02d}.bin": b"" for i in range(30)},
+        Faults(status_sequence=[404] * 5),
+    )
+    good = serve_file(rangeserver, "/good.bin", payload(1000, seed=50))
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{s.url}\n" for s in missing.values()) + good.url + "\n")
+    dest = tmp_path / "out"
+    code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest))
+    assert code == 1
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    listed = [line for line in lines if "failed:" in line]
+    assert 1 <= len(listed) < 30
+    assert all("404" in line or "Not Found" in line for line in listed), listed
+    more = [line for line in lines if "more" in line and "failed" in line and line not in listed]
+    assert len(more) == 1
+    counts = [int(word) for word in more[0].replace(",", " ").split() if word.isdigit()]
+    assert len(listed) + counts[0] == 30
+    assert "1 ok" in lines[-1] and "30 failed" in lines[-1]
+    assert tree(dest) == {"good.bin": payload(1000, seed=50)}
+
+
+def test_if_exists_policies_in_a_batch(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = payload(3000, seed=51)
+    served = serve_file(rangeserver, "/x.bin", data)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "x.bin").write_bytes(b"old")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{served.url}\n  out=x.bin\n")
+    base = ["-i", str(listing), "-d", str(dest), "--no-journal", "-q"]
+    # Default in a batch: skip, without a request (the name is known from out=).
+    assert cli(capsys, *base)[0] == 0
+    assert (dest / "x.bin").read_bytes() == b"old"
+    assert served.gets() == []
+    code, _, err = cli(capsys, *base, "--if-exists", "error")
+    assert code == 1 and "x.bin" in err and "Traceback" not in err
+    assert (dest / "x.bin").read_bytes() == b"old"
+    assert cli(capsys, *base, "--if-exists", "rename")[0] == 0
+    assert (dest / "x.bin").read_bytes() == b"old"
+    renamed = {k: v for k, v in tree(dest).items() if k != "x.bin"}
+    assert list(renamed.values()) == [data]
+    assert cli(capsys, *base, "--if-exists", "overwrite")[0] == 0
+    assert (dest / "x.bin").read_bytes() == data
 
 
 # --- hostile values, duplicates, content types ----------------------------------------------
@@ -708,7 +788,7 @@ def _start_batch(listing: Path, dest: Path, cwd: Path, *extra: str) -> subproces
     )
 
 
-def _wait_until(predicate, proc: subprocess.Popen[bytes], what: str) -> None:  # type: ignore[no-untyped-def]
+def _wait_until(predicate: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 30
     while not predicate():
         assert proc.poll() is None, f"segdl ended before {what}: {proc.communicate()}"
@@ -739,19 +819,16 @@ def test_rerun_after_sigkill_completes_without_refetching_finished_items(
         _wait_until(lambda: len(_journal_ok_urls(dest)) >= 3, proc, "3 items in the journal")
         big_done = (dest / "big.bin").exists()
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
-        proc.stdout.close()  # type: ignore[union-attr]
-        proc.stderr.close()  # type: ignore[union-attr]
+            proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not big_done  # the throttle makes it last seconds: it was cut mid-way
     finished = _journal_ok_urls(dest)
     assert served["/big.bin"].url not in finished
-    rangeserver.wait_idle()
-    rangeserver.reset_stats()
+    rangeserver.reset_stats()  # the killed run's requests stay out of the re-run's log
     for s in served.values():
         s.faults.rate = None
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "-j", "4", "-n", "2", "-q")
@@ -767,7 +844,8 @@ def test_sigterm_mid_batch_exits_130_and_rerun_completes(
 ) -> None:
     all_files, served, listing = _throttled_batch(rangeserver, tmp_path)
     dest = tmp_path / "out"
-    proc = _start_batch(listing, dest, tmp_path, "-n", "2")
+    report = tmp_path / "r.jsonl"
+    proc = _start_batch(listing, dest, tmp_path, "-n", "2", "--report", str(report))
     try:
         _wait_until(
             lambda: any(r.finished for r in rangeserver.requests), proc, "a finished request"
@@ -783,8 +861,14 @@ def test_sigterm_mid_batch_exits_130_and_rerun_completes(
     assert b"interrupted" in err
     finished = _journal_ok_urls(dest)
     assert finished, "the journal was flushed on the way out"
-    rangeserver.wait_idle()
-    rangeserver.reset_stats()
+    # The report holds whole rows, and an ok row means the file is in place.
+    rows = report_rows(report)
+    assert rows
+    for row in rows.values():
+        if row["status"] == "ok":
+            assert (dest / row["path"]).read_bytes() == all_files["/" + row["path"]]
+    assert {row["url"] for row in rows.values() if row["status"] == "ok"} <= finished
+    rangeserver.reset_stats()  # the killed run's requests stay out of the re-run's log
     for s in served.values():
         s.faults.rate = None
     code, _, err2 = cli(capsys, "-i", str(listing), "-d", str(dest), "-j", "4", "-n", "2", "-q")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, page_buffer
+from ..engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, free_name, page_buffer
 from ..errors import (
     ConnectError,
     DestinationError,
@@ -467,7 +467,7 @@ class Batch:
                 attempts += engine.attempts
                 http_status = engine.http_status or http_status
                 fetched += engine.fetched
-                path = names[0] if names else path
+                path = names[-1] if names else path
                 errors.append(f"{url}: {exc}" if len(record.urls) > 1 else str(exc))
                 self._note_host(host, exc)
                 if isinstance(exc, DestinationError | TemplateError):
@@ -480,7 +480,7 @@ class Batch:
             attempts += engine.attempts
             seconds = self.clock.monotonic() - started
             if result is None:  # the destination existed: skipped
-                final = names[0] if names else path
+                final = names[-1] if names else path
                 size = _size(final) if final is not None else 0
                 return ItemResult(record.index, url, final, "skipped", engine.http_status, size)
             if self.journal is not None:
@@ -554,6 +554,9 @@ class Batch:
                 return None
             if self.options.if_exists == "error":
                 raise DestinationError(f"{final} already exists")
+            if self.options.if_exists == "rename":
+                final = free_name(final, functools.partial(self._reserve, item, claims))
+                names.append(final)
         parent = final.parent
         if parent != self.directory and parent not in self._made:
             try:
@@ -564,6 +567,10 @@ class Batch:
                 self._made.clear()  # a cache of folders made, not a record: stays bounded
             self._made.add(parent)
         return final
+
+    def _reserve(self, item: _Item, claims: _Claims, path: Path) -> bool:
+        relative = path.relative_to(self.directory).as_posix()
+        return claims.claim(relative, item.record.urls[0], item.record.index) is None
 
     # -- results --------------------------------------------------------------------------------
     def _put(self, result: ItemResult) -> None:
