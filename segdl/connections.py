@@ -1,9 +1,11 @@
-"""The lean HTTP/1.1 layer under `transport`: kept-alive `http.client` connections per thread.
+"""The lean HTTP/1.1 layer under `transport`: kept-alive `http.client` connections per host.
 
 requests costs about half a millisecond of CPU per request (preparing, merging environment
 settings, hooks, adapters); for a batch of small files that is more than the transfer itself.
-This layer sends the first GET of batch items straight through `http.client`: one idle
-connection per origin and thread, reused from one file to the next, TLS verified like
+This layer sends the first GET of batch items straight through `http.client`: idle
+connections are kept per origin, shared by the threads (one thread uses a connection at a
+time), and reused from one file to the next, so a host never sees more connections than the
+requests the scheduler lets run at once; TLS verified like
 requests does (certifi's CA bundle, or the user's). It is used only where it behaves as
 requests would: no proxy from the environment applies and no `.netrc` could add
 credentials; elsewhere `transport` uses requests. Only `transport` imports this module.
@@ -80,7 +82,7 @@ class LeanResponse:
 
 
 class Connections:
-    """One idle connection per origin and thread; never shared between threads mid-request."""
+    """Idle connections per origin, shared by threads; never used by two threads at once."""
 
     def __init__(
         self,
@@ -95,9 +97,8 @@ class Connections:
         self.trust_env = trust_env
         self._verify = verify
         self._context: ssl.SSLContext | None = None
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._all: list[dict[_Key, Any]] = []
+        self._idle: dict[_Key, list[Any]] = {}
         self._closed = False
         self._netrc = trust_env and _netrc_exists()
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
@@ -114,22 +115,18 @@ class Connections:
             return True
         return bool(urllib.request.proxy_bypass(parts.hostname or ""))
 
-    def _idle(self) -> dict[_Key, Any]:
-        idle: dict[_Key, Any] | None = getattr(self._local, "idle", None)
-        if idle is None:
-            idle = self._local.idle = {}
-            with self._lock:
-                self._all.append(idle)
-        return idle
-
     def put(self, key: _Key, conn: Any) -> None:
-        if self._closed:
-            conn.close()  # a thread that finished after the run closed its connections
-            return
-        old = self._idle().pop(key, None)
-        if old is not None:
-            old.close()
-        self._idle()[key] = conn
+        """A connection whose answer was read to its end, for the next request to `key`."""
+        with self._lock:
+            if not self._closed:
+                self._idle.setdefault(key, []).append(conn)
+                return
+        conn.close()  # a thread that finished after the run closed its connections
+
+    def _take(self, key: _Key) -> Any:
+        with self._lock:
+            idle = self._idle.get(key)
+            return idle.pop() if idle else None
 
     def _connect(self, key: _Key) -> Any:
         scheme, host, port = key
@@ -168,7 +165,7 @@ class Connections:
         )
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         all_headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
-        conn = self._idle().pop(key, None)
+        conn = self._take(key)
         reused = conn is not None
         while True:
             if conn is None:
@@ -189,11 +186,10 @@ class Connections:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            pools, self._all = self._all, []
+            pools, self._idle = list(self._idle.values()), {}
         for idle in pools:
-            for conn in list(idle.values()):
+            for conn in idle:
                 conn.close()
-            idle.clear()
 
 
 def _netrc_exists() -> bool:
