@@ -13,8 +13,10 @@ credentials; elsewhere `transport` uses requests. Only `transport` imports this 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
+import socket
 import ssl
 import threading
 import urllib.request
@@ -65,6 +67,7 @@ class LeanResponse:
         if conn is not None:
             if self._fp.will_close:
                 conn.close()
+                self._pool.done(conn)
             else:
                 self._pool.put(self._key, conn)
 
@@ -72,6 +75,7 @@ class LeanResponse:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()  # a body abandoned mid-way cannot be skipped cheaply
+            self._pool.done(conn)
         self._fp.close()
 
     @property
@@ -99,6 +103,7 @@ class Connections:
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
         self._idle: dict[_Key, list[Any]] = {}
+        self._busy: set[Any] = set()  # connections with a request on them now
         self._closed = False
         self._netrc = trust_env and _netrc_exists()
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
@@ -118,6 +123,7 @@ class Connections:
     def put(self, key: _Key, conn: Any) -> None:
         """A connection whose answer was read to its end, for the next request to `key`."""
         with self._lock:
+            self._busy.discard(conn)
             if not self._closed:
                 self._idle.setdefault(key, []).append(conn)
                 return
@@ -127,6 +133,22 @@ class Connections:
         with self._lock:
             idle = self._idle.get(key)
             return idle.pop() if idle else None
+
+    def done(self, conn: Any) -> None:
+        """`conn` was closed by its user."""
+        with self._lock:
+            self._busy.discard(conn)
+
+    def abort(self) -> None:
+        """From another thread: shut down every connection in use, so that a request waiting
+        for its answer, or a body being read, returns at once with an error."""
+        with self._lock:
+            busy = list(self._busy)
+        for conn in busy:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _connect(self, key: _Key) -> Any:
         scheme, host, port = key
@@ -170,11 +192,14 @@ class Connections:
         while True:
             if conn is None:
                 conn = self._connect(key)
+            with self._lock:
+                self._busy.add(conn)
             try:
                 conn.request(method, target, headers=all_headers)
                 response = conn.getresponse()
             except (OSError, http.client.HTTPException):
                 conn.close()
+                self.done(conn)
                 if reused:
                     # A kept-alive connection the server closed meanwhile: once more on a new one
                     # (GET and HEAD are safe to repeat).

@@ -18,6 +18,7 @@ import hashlib
 import io
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,9 +54,11 @@ _HEDGE_FACTOR = 3.0  # hedge the head piece once it took this many times a typic
 _FREE, _FETCHING, _DONE = 0, 1, 2
 
 
-def piece_size(window: int, connections: int) -> int:
-    """Pieces small enough that the window holds two per connection, within sane bounds."""
-    size = window // (2 * connections)
+def piece_size(window: int, connections: int, file_size: int | None = None) -> int:
+    """Pieces small enough that the window (or the whole file, when smaller) holds two per
+    connection, within sane bounds: every connection then has work."""
+    span = window if file_size is None else max(1, min(window, file_size))
+    size = span // (2 * connections)
     size = max(_PIECE_MIN, min(_PIECE_MAX, size))
     return max(_PIECE_ALIGN, size // _PIECE_ALIGN * _PIECE_ALIGN)
 
@@ -95,32 +98,39 @@ class _StreamJob:
     """The pieces of one stream, as the scheduler's workers see them (a `RangeJob`)."""
 
     def __init__(self, owner: RemoteFile, connections: int) -> None:
-        self.owner = owner
+        # Weak: a RemoteFile dropped unclosed must be collectable (its finalizer closes it and
+        # stops the workers), which a reference from the workers' job would prevent.
+        self._owner = weakref.ref(owner)
         self.host = host_key(owner.info.final_url)
         self.max_workers = connections
         self.workers = 0
         self.halt = threading.Event()
 
     def wants_worker(self) -> bool:
-        return not self.halt.is_set() and self.owner._has_work(time.monotonic())
+        owner = self._owner()
+        return owner is not None and not self.halt.is_set() and owner._has_work(time.monotonic())
 
     def take(self, now: float) -> object | None:
-        if self.halt.is_set():
+        owner = self._owner()
+        if owner is None or self.halt.is_set():
             return None
-        return self.owner._take(now)
+        return owner._take(now)
 
     def work(self, claim: object, buffer: memoryview) -> None:
         assert isinstance(claim, _Claim)
+        owner = self._owner()
+        if owner is None:
+            return
         try:
-            self.owner._fetch_piece(claim)
+            owner._fetch_piece(claim)
         except _Abandon:
             pass
         except SegdlError as exc:
             if claim.hedge and not isinstance(exc, RemoteChangedError):
                 return  # a second copy that failed: the first is still on its way
-            self.owner._fail(exc)
+            owner._fail(exc)
         except BaseException as exc:
-            self.owner._fail(exc)
+            owner._fail(exc)
 
 
 class _Abandon(Exception):
@@ -141,6 +151,7 @@ class RemoteFile(io.RawIOBase):
         options: Options,
         *,
         window: int = WINDOW_DEFAULT,
+        start: int = 0,
         scheduler: Scheduler | None = None,
         listener: Listener | None = None,
         clock: Clock | None = None,
@@ -160,11 +171,11 @@ class RemoteFile(io.RawIOBase):
             monotonic=self.clock.monotonic,
         )
         self.window = max(window, 1)
-        self.piece = piece_size(self.window, options.connections)
+        self.piece = piece_size(self.window, options.connections, info.size)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._pieces: dict[int, _Piece] = {}
-        self._pos = 0
+        self._pos = start  # where reading starts (and fetching: nothing before it)
         self._error: BaseException | None = None
         self._durations: list[float] = []
         self._bodies: set[Body] = set()
@@ -176,7 +187,7 @@ class RemoteFile(io.RawIOBase):
         self._single_slot = False
         self._checks = [c for c in (options.checksum, server_digest(info.digest)) if c]
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]
-        self._sequential = True  # no seek yet: the digests cover every byte
+        self._sequential = start == 0  # no seek yet: the digests cover every byte
         self._next_report = 0.0
         self._job: _StreamJob | None = None
         self.listener.start(StartInfo(info.url, _stdout_path(), info.size, options.connections, 0))
@@ -239,7 +250,6 @@ class RemoteFile(io.RawIOBase):
         if n:
             for _, hasher in self._hashers:
                 hasher.update(view[:n])
-            self._pos += n
         else:
             self._at_end()
         self._report()
@@ -267,6 +277,7 @@ class RemoteFile(io.RawIOBase):
                         piece.dropped = True
                 for body in bodies:
                     body.abort()
+                self.transport.abort()  # requests still waiting for their answer's headers
                 self.scheduler.remove_job(job)
             if self._own_scheduler:
                 self.scheduler.close()
@@ -297,7 +308,10 @@ class RemoteFile(io.RawIOBase):
             offset = self._pos - piece.start
             n = min(len(view), piece.stop - self._pos)
             view[:n] = memoryview(piece.data)[offset : offset + n]
-            if self._pos + n >= piece.stop:
+            # The position moves before the piece goes, under the lock: a worker looking at the
+            # window meanwhile must not take the piece just read for one still to fetch.
+            self._pos += n
+            if self._pos >= piece.stop:
                 self._release(piece)
                 del self._pieces[index]
         self.scheduler.wake()
@@ -329,6 +343,7 @@ class RemoteFile(io.RawIOBase):
         assert self._single is not None
         n = self._single.readinto(view)
         self.fetched += n
+        self._pos += n
         return n
 
     def _open_single(self) -> Body:
@@ -394,6 +409,8 @@ class RemoteFile(io.RawIOBase):
     def _window_pieces(self) -> None:
         """Make sure every piece of the window exists (they are fetched in index order)."""
         assert self.size is not None
+        if self._pos >= self.size:
+            return  # all read: `first` would be the last piece again, already read and freed
         first = self._pos // self.piece
         last = min((self._pos + self.window - 1) // self.piece, (self.size - 1) // self.piece)
         for index in range(first, last + 1):
@@ -482,6 +499,7 @@ class RemoteFile(io.RawIOBase):
                         piece.stop,
                         total=self.size,
                         validators=self.info.validators,
+                        lean=True,
                     )
                 except (NetworkError, HTTPStatusError) as exc:
                     policy = self._wait(policy, exc, halt)

@@ -279,9 +279,14 @@ class Body:
     def abort(self) -> None:
         """From another thread: make a read blocked in this body return at once (the
         connection is shut down; the reader then closes the body as after any error)."""
-        raw: Any = self.response.raw
-        conn = getattr(raw, "_conn", None) or getattr(raw, "_connection", None)
-        sock = getattr(conn, "sock", None)
+        # The socket behind the body's own reader first: http.client lets go of the
+        # connection's socket as soon as the headers say `Connection: close`.
+        fp: Any = self._direct or (self._http.fp if self._http is not None else None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+        if sock is None:
+            raw: Any = self.response.raw
+            conn = getattr(raw, "_conn", None) or getattr(raw, "_connection", None)
+            sock = getattr(conn, "sock", None)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -331,6 +336,13 @@ class Sessions:
                 self._sessions.append(session)
         return session
 
+    def abort(self) -> None:
+        """Shut down the lean connections in use (see `Connections.abort`)."""
+        with self._lock:
+            lean = self._lean
+        if lean is not None:
+            lean.abort()
+
     def reconnect(self) -> None:
         """Drop this thread's idle connections: its next request opens a new one."""
         session: requests.Session | None = getattr(self._local, "session", None)
@@ -372,6 +384,12 @@ class Transport:
         """Drop this thread's idle connections: its next request opens a new one."""
         assert self.sessions is not None
         self.sessions.reconnect()
+
+    def abort(self) -> None:
+        """From another thread: make every request of this transport's own lean connections
+        return at once, answered or not (its owner is closing)."""
+        if self._own_sessions and self.sessions is not None:
+            self.sessions.abort()
 
     def close(self) -> None:
         """Close the sessions if they are this transport's own (a run closes shared ones)."""
@@ -445,7 +463,14 @@ class Transport:
         raise RedirectError(f"more than {self.options.max_redirects} redirects from {url}")
 
     def open_range(
-        self, url: str, start: int, stop: int, *, total: int, validators: Validators
+        self,
+        url: str,
+        start: int,
+        stop: int,
+        *,
+        total: int,
+        validators: Validators,
+        lean: bool = False,
     ) -> Body:
         """GET `[start, stop)` of a `total`-byte file and check the answer before any body is read.
 
@@ -455,7 +480,7 @@ class Transport:
         if not 0 <= start < stop <= total:
             raise ValueError(f"bad range [{start}, {stop}) of {total}")
         headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
-        response, _ = self.request("GET", url, headers)
+        response, _ = self.request("GET", url, headers, lean=lean)
         try:
             check_range_response(response, start, stop, total, validators)
         except BaseException:
