@@ -4,14 +4,18 @@
   overhead (e) and noburst
 * batch.py: lists of files: batch-small and batch-mixed
 * batchlist.py: a very long list, measured while it starts: batch-list
+* stream.py: `segdl -o -` into a pipe (sha256sum, a throttled reader) against curl and a file
+* archive.py: download and extract in one step: extract-tgz, extract-zip, extract-include
 """
 
 from __future__ import annotations
 
+from .archive import ExtractInclude, ExtractTgz, ExtractZip
 from .base import Scenario
 from .batch import BatchMixed, BatchSmall
 from .batchlist import BatchList
 from .single import Memory, NoBurst, Overhead, Stragglers, Throttled, Unthrottled
+from .stream import Stream
 
 _ALL: list[Scenario] = [
     Throttled(),
@@ -23,12 +27,17 @@ _ALL: list[Scenario] = [
     BatchSmall(),
     BatchMixed(),
     BatchList(),
+    Stream(),
+    ExtractTgz(),
+    ExtractZip(),
+    ExtractInclude(),
 ]
 SCENARIOS: dict[str, Scenario] = {sc.name: sc for sc in _ALL}
 ALIASES: dict[str, str] = {sc.alias: sc.name for sc in _ALL if sc.alias}
 GROUPS: dict[str, list[str]] = {
     "all": list(SCENARIOS),
     "batch": [sc.name for sc in _ALL if sc.name.startswith("batch-")],
+    "extract": [sc.name for sc in _ALL if sc.name.startswith("extract-")],
 }
 
 __all__ = ["ALIASES", "GROUPS", "SCENARIOS", "Scenario"]
