@@ -14,8 +14,10 @@ copy wins. A server without ranges gets one plain stream, read in the reader's t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import mmap
 import threading
 import time
 import weakref
@@ -81,7 +83,7 @@ class _Piece:
         self.start = start
         self.stop = stop
         self.state = _FREE
-        self.data: bytearray | None = None
+        self.data: mmap.mmap | None = None
         self.filled = 0
         self.started = 0.0
         self.hedged = False
@@ -429,12 +431,16 @@ class RemoteFile(io.RawIOBase):
     def _release(self, piece: _Piece) -> None:
         if piece.data is not None:
             self.buffered -= len(piece.data)
+            _unmap(piece.data)
             piece.data = None
 
-    def _allocate(self, size: int) -> bytearray:
+    def _allocate(self, size: int) -> mmap.mmap:
+        # Anonymous maps, not bytearrays: freed pieces go back to the system at once, where
+        # malloc would keep them (its mmap threshold grows after the first large free), and
+        # the process would hold far more than the window.
         self.buffered += size
         self.max_buffered = max(self.max_buffered, self.buffered)
-        return bytearray(size)
+        return mmap.mmap(-1, size)
 
     def _has_work(self, now: float) -> bool:
         with self._lock:
@@ -530,14 +536,19 @@ class RemoteFile(io.RawIOBase):
             if claim.hedge:
                 with self._lock:
                     self.buffered -= length
+            view.release()
+            if claim.hedge:
+                _unmap(data)
             raise
         with self._lock:
             if piece.state == _DONE or piece.dropped:
                 if claim.hedge:
                     self.buffered -= length  # the other copy won
+                    _unmap(data)
                 return
             if claim.hedge and piece.data is not None:
                 self.buffered -= len(piece.data)  # the hedge won: the first copy goes
+                _unmap(piece.data)
             piece.data = data
             piece.state = _DONE
             self._durations.append(time.monotonic() - piece.started)
@@ -573,6 +584,13 @@ class RemoteFile(io.RawIOBase):
             self._arrived.notify_all()
         if self._job is not None:
             self._job.halt.set()
+
+
+def _unmap(data: mmap.mmap) -> None:
+    """Give a piece's memory back now, unless a worker still writes into it (its view then
+    keeps the map alive until the worker lets go)."""
+    with contextlib.suppress(BufferError):
+        data.close()
 
 
 def _stdout_path() -> Any:
