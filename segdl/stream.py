@@ -302,13 +302,17 @@ class RemoteFile(io.RawIOBase):
                 if self._error is not None:
                     raise self._error
                 piece = self._pieces.get(index)
-                if piece is not None and piece.state == _DONE:
-                    break
+                if piece is not None and piece.data is not None:
+                    # A piece still arriving gives what its first copy has so far: the reader
+                    # starts as soon as bytes come, not when a whole piece is in.
+                    end = piece.stop if piece.state == _DONE else piece.start + piece.filled
+                    if end > self._pos:
+                        break
                 self._arrived.wait(_TICK)
                 self._report_locked()
             assert piece.data is not None
             offset = self._pos - piece.start
-            n = min(len(view), piece.stop - self._pos)
+            n = min(len(view), end - self._pos)
             view[:n] = memoryview(piece.data)[offset : offset + n]
             # The position moves before the piece goes, under the lock: a worker looking at the
             # window meanwhile must not take the piece just read for one still to fetch.
@@ -521,6 +525,9 @@ class RemoteFile(io.RawIOBase):
                         got += n
                         if not claim.hedge:
                             piece.filled = got
+                            if piece.index == self._pos // self.piece:
+                                with self._lock:  # the reader waits for these very bytes
+                                    self._arrived.notify_all()
                         self._check_wanted(piece)
                     body.check_no_more()
                 except NetworkError as exc:
