@@ -487,18 +487,21 @@ class RemoteFile(io.RawIOBase):
     # -- the workers' side ----------------------------------------------------------------------
     def _fetch_piece(self, claim: _Claim) -> None:
         piece = claim.piece
-        assert self.size is not None and self._job is not None
+        job = self._job
+        if job is None or self.size is None:  # fell back to one plain stream meanwhile
+            raise _Abandon
         with self._lock:
             if claim.hedge:
                 data = self._allocate(piece.stop - piece.start)
                 got = 0
             else:
-                assert piece.data is not None
+                if piece.data is None:  # a seek left it behind before this worker began
+                    raise _Abandon
                 data, got = piece.data, piece.filled
         view = memoryview(data)
         length = piece.stop - piece.start
         policy = RetryPolicy(total=self.options.retries)
-        halt = self._job.halt
+        halt = job.halt
         try:
             while got < length:
                 self._check_wanted(piece)
@@ -564,8 +567,8 @@ class RemoteFile(io.RawIOBase):
             self._arrived.notify_all()
 
     def _check_wanted(self, piece: _Piece) -> None:
-        assert self._job is not None
-        if piece.state == _DONE or piece.dropped or self._job.halt.is_set():
+        job = self._job
+        if job is None or piece.state == _DONE or piece.dropped or job.halt.is_set():
             raise _Abandon
 
     def _wait(
