@@ -3,6 +3,7 @@
     >>> import segdl
     >>> result = segdl.download("https://example.org/big.iso", connections=16)  # doctest: +SKIP
     >>> results = segdl.download_many(["https://example.org/a.jpg"], "data")  # doctest: +SKIP
+    >>> result = segdl.extract("https://example.org/data.zip", "data")  # doctest: +SKIP
 
 Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listener`.
 """
@@ -10,18 +11,24 @@ Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listen
 __version__ = "0.1.0"
 
 from .api import download, download_many, fetch, iter_download_many, open
+from .archive.extractor import ExtractResult
+from .archive.remote import RemoteExtractResult, extract
 from .batch.manifest import BadRecord, Record, read_manifest
 from .batch.run import ItemResult
 from .engine import Clock, Result
 from .errors import (
+    ArchiveError,
+    ArchiveLimitError,
     ConnectError,
     ContentTypeError,
+    CorruptArchiveError,
     DestinationError,
     DiskFullError,
     HTTPStatusError,
     IntegrityError,
     Interrupted,
     InvalidURLError,
+    MissingExtraError,
     NetworkError,
     ProtocolViolation,
     RangeIgnoredError,
@@ -33,30 +40,38 @@ from .errors import (
     TooLargeError,
     TransferError,
     TruncatedError,
+    UnsafeArchiveError,
+    UnsupportedArchiveError,
     UsageError,
 )
 from .progress import Listener, StartInfo, TqdmListener
 from .stream import RemoteFile
 
 __all__ = [
+    "ArchiveError",
+    "ArchiveLimitError",
     "BadRecord",
     "Clock",
     "ConnectError",
     "ContentTypeError",
+    "CorruptArchiveError",
     "DestinationError",
     "DiskFullError",
+    "ExtractResult",
     "HTTPStatusError",
     "IntegrityError",
     "Interrupted",
     "InvalidURLError",
     "ItemResult",
     "Listener",
+    "MissingExtraError",
     "NetworkError",
     "ProtocolViolation",
     "RangeIgnoredError",
     "Record",
     "RedirectError",
     "RemoteChangedError",
+    "RemoteExtractResult",
     "RemoteFile",
     "Result",
     "SegdlError",
@@ -67,10 +82,13 @@ __all__ = [
     "TqdmListener",
     "TransferError",
     "TruncatedError",
+    "UnsafeArchiveError",
+    "UnsupportedArchiveError",
     "UsageError",
     "__version__",
     "download",
     "download_many",
+    "extract",
     "fetch",
     "iter_download_many",
     "open",

@@ -265,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep no journal in DIR/.segdl (a re-run then checks each file on disk only)",
     )
+    from .cluster.command import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(
+        parser.add_argument_group("batches on a Dask cluster (pip install 'segdl[dask]')")
+    )
     parser.add_argument(
         "--window",
         type=_size,
@@ -272,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         help="with -o -: bytes fetched ahead of what stdout has taken (default 64M)",
     )
+    from .archive.command import add_arguments as add_extract_arguments
+
+    add_extract_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     parser.add_argument("--version", action="version", version=f"segdl {__version__}")
     return parser
@@ -326,10 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     is_batch = args.input_file is not None or len(args.urls) > 1
+    is_batch = is_batch or args.dask is not None or args.dask_scheduler_file is not None
     if not is_batch and not args.urls:
         parser.error("give a URL, several URLs, or -i FILE")
     if is_batch and args.output:
         parser.error("-o names one file: with several URLs or -i, use -d DIR (and --template)")
+    from .archive.command import check_arguments as check_extract_arguments
+
+    check_extract_arguments(parser, args, is_batch)
     stderr = sys.stderr
     verify: bool | str = True
     if args.insecure:
@@ -342,6 +354,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if is_batch:
             return _batch(args, verify, stderr)
+        if args.extract is not None:
+            from .archive.command import run_single as extract_single
+
+            return extract_single(args, _common(args, verify), stderr)
         return _single(args, verify, stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -457,6 +473,10 @@ _MAX_LISTED = 20  # failed items listed on stderr; the rest are counted
 
 
 def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
+    if args.dask is not None or args.dask_scheduler_file is not None or args.shard_size:
+        from .cluster.command import run as cluster_batch  # a batch on a Dask cluster
+
+        return cluster_batch(args, verify, stderr)
     listener: Listener
     bar: TqdmBatchListener | None = None
     if not args.quiet and stderr.isatty():
@@ -464,6 +484,7 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
     else:
         listener = _Warnings(stderr)
     report: ReportWriter | None = None
+    extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
     started = time.monotonic()
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     fetched = 0
@@ -480,9 +501,15 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
             items = args.urls
         if args.report:
             report = ReportWriter(Path(args.report))
+        directory = args.dir
+        if args.extract is not None:
+            from .archive.command import BatchExtraction
+
+            extraction = BatchExtraction(args)
+            directory = extraction.download_dir
         results = iter_download_many(
             items,  # type: ignore[arg-type]
-            args.dir,
+            directory,
             jobs=args.jobs,
             max_connections=args.max_connections,
             per_host=args.per_host,
@@ -493,6 +520,8 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
             listener=listener,
             **_common(args, verify),  # type: ignore[arg-type]
         )
+        if extraction is not None:
+            results = extraction.results(results)
         for result in results:
             counts[result.status] += 1
             if result.result is not None:
@@ -521,6 +550,8 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
             bar.close()
         if report is not None:
             report.close()
+        if extraction is not None:
+            extraction.close()
     if listed > _MAX_LISTED:
         print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
     if not args.quiet:

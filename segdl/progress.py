@@ -46,6 +46,10 @@ class Listener:
     def finish(self, done: int) -> None:
         """The transfer ended (successfully or not); no more events follow for it."""
 
+    def extracting(self, members: int, written: int) -> None:
+        """`segdl.extract`: `members` entries and `written` bytes of file data are extracted
+        (into the staging folder) so far; called from the extracting thread."""
+
     # Batches: the events above are not sent for each item; these are, from the caller's thread.
     def item_done(self, result: ItemResult) -> None:
         """One item of a batch ended: ok, skipped or failed."""

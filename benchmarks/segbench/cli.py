@@ -35,8 +35,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="NAME",
         help="scenario(s) to run, comma separated or repeated: "
         "throttled/a, stragglers/b, unthrottled/c, memory/d, overhead/e, noburst, "
-        "batch-small, batch-mixed, batch-list, batch (the three batch-*), all "
-        "(default: all)",
+        "batch-small, batch-mixed, batch-list, batch (the three batch-*), extract-tgz, "
+        "extract-zip, extract-include, extract (the three extract-*), all (default: all)",
     )
     p.add_argument(
         "--quick", action="store_true", help="smoke test: small sizes and 1 repeat (about a minute)"
@@ -144,6 +144,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         f"--quick {quick_default('memory')})",
     )
     add_batch_options(p)
+    p.add_argument(
+        "--size-extract",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="archive size of extract-tgz and extract-zip (default 256M, --quick 16M)",
+    )
+    p.add_argument(
+        "--size-extract-include",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="zip size of extract-include (default 1G, --quick 64M)",
+    )
     p.add_argument(
         "--aria2-file-allocation",
         default="auto",
@@ -283,6 +297,34 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
         default=20_000,
         metavar="N",
         help="batch-list: stop the tool once the server has sent N bodies (default 20000)",
+    )
+    p.add_argument(
+        "--cluster-count",
+        type=parse_count,
+        default=None,
+        metavar="N",
+        help="cluster: number of files (default 20000, --quick 1000)",
+    )
+    p.add_argument(
+        "--cluster-file-size",
+        type=parse_size,
+        default=parse_size("16K"),
+        metavar="SIZE",
+        help="cluster: size of each file (default 16K)",
+    )
+    p.add_argument(
+        "--cluster-workers",
+        type=lambda text: sorted({int(x) for x in text.split(",")}),
+        default=[1, 2, 4],
+        metavar="N,N",
+        help="cluster: --dask local:N for each N (default 1,2,4)",
+    )
+    p.add_argument(
+        "--cluster-shard-size",
+        type=parse_count,
+        default=None,
+        metavar="N",
+        help="cluster: segdl --shard-size (default: a twentieth of the list)",
     )
     p.add_argument(
         "--batch-list-stop-seconds",

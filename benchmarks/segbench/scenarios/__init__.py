@@ -4,6 +4,7 @@
   overhead (e) and noburst
 * batch.py: lists of files: batch-small and batch-mixed
 * batchlist.py: a very long list, measured while it starts: batch-list
+* cluster.py: many small files, one process against a Dask LocalCluster: cluster
 * stream.py: `segdl -o -` into a pipe (sha256sum, a throttled reader) against curl and a file
 * archive.py: download and extract in one step: extract-tgz, extract-zip, extract-include
 """
@@ -14,6 +15,7 @@ from .archive import ExtractInclude, ExtractTgz, ExtractZip
 from .base import Scenario
 from .batch import BatchMixed, BatchSmall
 from .batchlist import BatchList
+from .cluster import Cluster
 from .single import Memory, NoBurst, Overhead, Stragglers, Throttled, Unthrottled
 from .stream import Stream
 
@@ -27,6 +29,7 @@ _ALL: list[Scenario] = [
     BatchSmall(),
     BatchMixed(),
     BatchList(),
+    Cluster(),
     Stream(),
     ExtractTgz(),
     ExtractZip(),
