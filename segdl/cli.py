@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, NoReturn
@@ -477,6 +477,52 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
         from .cluster.command import run as cluster_batch  # a batch on a Dask cluster
 
         return cluster_batch(args, verify, stderr)
+    extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
+
+    def start(items: object, listener: Listener) -> Iterable[ItemResult]:
+        nonlocal extraction
+        directory = args.dir
+        if args.extract is not None:
+            from .archive.command import BatchExtraction
+
+            extraction = BatchExtraction(args)
+            directory = extraction.download_dir
+        results = iter_download_many(
+            items,  # type: ignore[arg-type]
+            directory,
+            listener=listener,
+            **batch_options(args, verify),  # type: ignore[arg-type]
+        )
+        return results if extraction is None else extraction.results(results)
+
+    try:
+        return run_batch_command(args, stderr, start)
+    finally:
+        if extraction is not None:
+            extraction.close()
+
+
+def batch_options(args: argparse.Namespace, verify: bool | str) -> dict[str, object]:
+    """The keyword arguments of a batch (local or on a cluster) from the command line."""
+    return {
+        "jobs": args.jobs,
+        "max_connections": args.max_connections,
+        "per_host": args.per_host,
+        "template": args.template,
+        "accept": args.accept,
+        "if_exists": args.if_exists or "skip",
+        "journal": not args.no_journal,
+        **_common(args, verify),
+    }
+
+
+def run_batch_command(
+    args: argparse.Namespace,
+    stderr: IO[str],
+    start: Callable[[object, Listener], Iterable[ItemResult]],
+) -> int:
+    """Read the input, run `start(items, listener)`'s results to the end, write the report,
+    list failures and print the summary; the exit code. Shared by local and cluster batches."""
     listener: Listener
     bar: TqdmBatchListener | None = None
     if not args.quiet and stderr.isatty():
@@ -484,7 +530,6 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
     else:
         listener = _Warnings(stderr)
     report: ReportWriter | None = None
-    extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
     started = time.monotonic()
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     fetched = 0
@@ -501,28 +546,7 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
             items = args.urls
         if args.report:
             report = ReportWriter(Path(args.report))
-        directory = args.dir
-        if args.extract is not None:
-            from .archive.command import BatchExtraction
-
-            extraction = BatchExtraction(args)
-            directory = extraction.download_dir
-        results = iter_download_many(
-            items,  # type: ignore[arg-type]
-            directory,
-            jobs=args.jobs,
-            max_connections=args.max_connections,
-            per_host=args.per_host,
-            template=args.template,
-            accept=args.accept,
-            if_exists=args.if_exists or "skip",
-            journal=not args.no_journal,
-            listener=listener,
-            **_common(args, verify),  # type: ignore[arg-type]
-        )
-        if extraction is not None:
-            results = extraction.results(results)
-        for result in results:
+        for result in start(items, listener):
             counts[result.status] += 1
             if result.result is not None:
                 fetched += result.result.fetched
@@ -550,8 +574,6 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
             bar.close()
         if report is not None:
             report.close()
-        if extraction is not None:
-            extraction.close()
     if listed > _MAX_LISTED:
         print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
     if not args.quiet:

@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from pathlib import Path
+from collections.abc import Iterable
 from typing import IO
 
-from ..batch.manifest import read_manifest
-from ..batch.report import ReportWriter
-from ..cli import (
-    _MAX_LISTED,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    _common,
-    _human,
-    _row,
-    _Warnings,
-)
-from ..errors import Interrupted, SegdlError, UsageError
-from ..progress import Listener, TqdmBatchListener
+from ..batch.run import ItemResult
+from ..cli import EXIT_USAGE, batch_options, run_batch_command
+from ..errors import UsageError
+from ..progress import Listener
 from .client import check_address, require_dask
 
 DEFAULT_SHARD_SIZE = 10_000
@@ -94,84 +82,18 @@ def run(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
         option = "--dask" if args.dask is not None else "--dask-scheduler-file"
         print(f"segdl: error: {option}: {exc}", file=stderr)
         return EXIT_USAGE
-    listener: Listener
-    bar: TqdmBatchListener | None = None
-    if not args.quiet and stderr.isatty():
-        listener = bar = TqdmBatchListener(file=stderr)
-    else:
-        listener = _Warnings(stderr)
-    report: ReportWriter | None = None
-    started = time.monotonic()
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
-    fetched = 0
-    listed = 0
-    directory = Path(args.dir or ".")
-    try:
-        if args.input_file is not None:
-            items: object = read_manifest(
-                args.input_file,
-                format=args.input_format,
-                url_field=args.url_field,
-                records=args.records,
-            )
-        else:
-            items = args.urls
-        if args.report:
-            report = ReportWriter(Path(args.report))
+
+    def start(items: object, listener: Listener) -> Iterable[ItemResult]:
         from .api import iter_download_cluster
 
-        results = iter_download_cluster(
+        return iter_download_cluster(
             items,  # type: ignore[arg-type]
             args.dir,
             dask=args.dask,
             scheduler_file=args.dask_scheduler_file,
             shard_size=args.shard_size or DEFAULT_SHARD_SIZE,
-            jobs=args.jobs,
-            max_connections=args.max_connections,
-            per_host=args.per_host,
-            template=args.template,
-            accept=args.accept,
-            if_exists=args.if_exists or "skip",
-            journal=not args.no_journal,
             listener=listener,
-            **_common(args, verify),  # type: ignore[arg-type]
+            **batch_options(args, verify),  # type: ignore[arg-type]
         )
-        for result in results:
-            counts[result.status] += 1
-            if result.result is not None:
-                fetched += result.result.fetched
-            if report is not None:
-                report.write(_row(result, directory))
-            if result.status == "failed":
-                listed += 1
-                if listed <= _MAX_LISTED:
-                    line = f"segdl: failed: #{result.index} {result.url}: {result.error}"
-                    if bar is not None:
-                        bar.warning_line(line)
-                    else:
-                        print(line, file=stderr)
-    except UsageError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
-        return EXIT_USAGE
-    except (Interrupted, KeyboardInterrupt):
-        print("segdl: interrupted; run the same command again to resume", file=stderr)
-        return EXIT_INTERRUPTED
-    except SegdlError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
-        return EXIT_FAILED
-    finally:
-        if bar is not None:
-            bar.close()
-        if report is not None:
-            report.close()
-    if listed > _MAX_LISTED:
-        print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
-    if not args.quiet:
-        elapsed = time.monotonic() - started
-        rate = fetched / elapsed if elapsed > 0 else 0.0
-        print(
-            f"segdl: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
-            f"{_human(fetched)} in {elapsed:.2f} s, {_human(rate)}/s",
-            file=stderr,
-        )
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+    return run_batch_command(args, stderr, start)
