@@ -104,6 +104,31 @@ class _Item:
     template: Template  # names the file once the first answer tells the remote's name
 
 
+def destination(record: Record, template: Template) -> tuple[PurePosixPath | None, Template, str]:
+    """Where `record` goes, as far as is known before any request: the relative path (None
+    when the answer names the file), the template that names it then, and the item's identity
+    in the journal. Raises TemplateError for fields that cannot make a safe path."""
+    url = record.urls[0]
+    relative: PurePosixPath | None
+    if record.out is not None or record.dir is not None:
+        folder = safe_relative(record.dir) if record.dir else PurePosixPath()
+        name = safe_relative(record.out, max_bytes=_NAME_ROOM) if record.out else None
+        if name is None:
+            # A dir= without out=: the remote's name, in that folder.
+            template = Template.parse(f"{folder.as_posix()}/{{name}}")
+            relative = None
+        else:
+            relative = folder / name
+    elif template.needs_name:
+        relative = None
+    else:
+        relative = template.render(record.fields, index=record.index, max_bytes=_NAME_ROOM)
+    if relative is not None:
+        return relative, template, f"{url}\0{relative.as_posix()}"
+    used = {k: record.fields.get(k) for k in sorted(template.fields)}
+    return None, template, f"{url}\0{template.text}\0{json.dumps(used, sort_keys=True)}"
+
+
 class _Claims:
     """Destinations already taken in this run, in a private on-disk SQLite table (memory stays
     flat however long the list): the same URL twice is fetched once, another URL to a taken
@@ -348,30 +373,11 @@ class Batch:
     def _prepare(self, record: Record, claims: _Claims) -> _Item | None:
         """Name what can be named before any request; skip or refuse what needs no request."""
         url = record.urls[0]
-        template = self.batch.template
         try:
-            relative: PurePosixPath | None
-            if record.out is not None or record.dir is not None:
-                folder = safe_relative(record.dir) if record.dir else PurePosixPath()
-                name = safe_relative(record.out, max_bytes=_NAME_ROOM) if record.out else None
-                if name is None:
-                    # A dir= without out=: the remote's name, in that folder.
-                    template = Template.parse(f"{folder.as_posix()}/{{name}}")
-                    relative = None
-                else:
-                    relative = folder / name
-            elif template.needs_name:
-                relative = None
-            else:
-                relative = template.render(record.fields, index=record.index, max_bytes=_NAME_ROOM)
+            relative, template, key = destination(record, self.batch.template)
         except TemplateError as exc:
             self._put(self._failed(record, None, f"line {record.line}: {exc}"))
             return None
-        if relative is not None:
-            key = f"{url}\0{relative.as_posix()}"
-        else:
-            used = {k: record.fields.get(k) for k in sorted(template.fields)}
-            key = f"{url}\0{template.text}\0{json.dumps(used, sort_keys=True)}"
         if self.journal is not None:
             entry = self.journal.is_done(key, self.directory)
             if entry is not None and entry.path is not None:

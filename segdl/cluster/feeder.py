@@ -7,16 +7,15 @@ items are reported skipped, as a local re-run reports journaled items."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 from collections.abc import Callable, Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from ..batch.manifest import BadRecord, Record
-from ..batch.run import _NAME_ROOM, ItemResult, _Claims
-from ..batch.template import Template, TemplateError, safe_relative
+from ..batch.run import ItemResult, _Claims, destination
+from ..batch.template import Template, TemplateError
 from ..errors import SegdlError
 from .shards import (
     Shard,
@@ -132,26 +131,11 @@ class Feeder(threading.Thread):
         no template can make, the same item twice, two items to one path (kept in step with
         `Batch._prepare`). None: the item goes to its shard."""
         url = record.urls[0]
-        template = self.template
         try:
-            relative: PurePosixPath | None
-            if record.out is not None or record.dir is not None:
-                folder = safe_relative(record.dir) if record.dir else PurePosixPath()
-                name = safe_relative(record.out, max_bytes=_NAME_ROOM) if record.out else None
-                if name is None:
-                    template = Template.parse(f"{folder.as_posix()}/{{name}}")
-                    relative = None
-                else:
-                    relative = folder / name
-            elif template.needs_name:
-                relative = None
-            else:
-                relative = template.render(record.fields, index=record.index, max_bytes=_NAME_ROOM)
+            relative, _, key = destination(record, self.template)
         except TemplateError as exc:
             return ItemResult(record.index, url, None, "failed", error=f"line {record.line}: {exc}")
         if relative is None:
-            used = {k: record.fields.get(k) for k in sorted(template.fields)}
-            key = f"{url}\0{template.text}\0{json.dumps(used, sort_keys=True)}"
             holder = claims.claim(f"\0{key}", url, record.index)
             if holder is None:
                 return None
