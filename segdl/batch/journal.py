@@ -98,7 +98,8 @@ def _relative_parts(path: str) -> tuple[str, ...] | None:
 if sys.platform == "win32":  # pragma: no cover - no flock; lock one byte of the file instead
     import msvcrt
 
-    def _try_lock(fd: int) -> bool:
+    def try_lock_fd(fd: int) -> bool:
+        """Take an exclusive lock on the open file `fd` without waiting; False if held."""
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
@@ -108,7 +109,8 @@ if sys.platform == "win32":  # pragma: no cover - no flock; lock one byte of the
 else:
     import fcntl
 
-    def _try_lock(fd: int) -> bool:
+    def try_lock_fd(fd: int) -> bool:
+        """Take an exclusive lock on the open file `fd` without waiting; False if held."""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -168,7 +170,7 @@ class Journal:
         except OSError as exc:
             raise _os_error(exc, parent, "create the journal in") from exc
         try:
-            locked = _try_lock(fd)
+            locked = try_lock_fd(fd)
         except OSError as exc:  # e.g. ENOLCK on a network file system without locks
             os.close(fd)
             raise _os_error(exc, parent / "lock", "lock") from exc

@@ -30,12 +30,12 @@ import hashlib
 import json
 import os
 import stat
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from ..batch.journal import try_lock_fd
 from ..batch.manifest import Record
 from ..errors import DestinationError
 from ..scheduler import host_key
@@ -102,26 +102,6 @@ def read_text(path: Path) -> str | None:
 
 # -- locks -------------------------------------------------------------------------------------
 
-if sys.platform == "win32":  # pragma: no cover - no flock; lock one byte of the file instead
-    import msvcrt
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
 
 def try_lock(path: Path) -> int | None:
     """The descriptor of `path` locked exclusively (released by `os.close` or at the process's
@@ -131,7 +111,7 @@ def try_lock(path: Path) -> int | None:
     except OSError as exc:
         raise DestinationError(f"cannot create {path}: {exc.strerror or exc}") from None
     try:
-        locked = _try_lock(fd)
+        locked = try_lock_fd(fd)
     except OSError as exc:  # e.g. ENOLCK on a network file system without locks
         os.close(fd)
         raise DestinationError(f"cannot lock {path}: {exc.strerror or exc}") from None
