@@ -16,13 +16,13 @@ from typing import Any, TypeAlias
 from .batch.manifest import BadRecord, Record
 from .batch.run import BatchOptions, ItemResult, run_batch
 from .batch.template import DEFAULT, Template
-from .engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, free_name
+from .engine import Clock, Engine, Result, free_name
 from .errors import DestinationError, InvalidURLError, UsageError
 from .naming import MAX_NAME_BYTES, derive_filename
 from .options import Options, parse_accept
 from .probe import RemoteInfo
 from .progress import Listener
-from .sink import destination_error
+from .sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
 from .stream import WINDOW_DEFAULT, RemoteFile, open_remote, read_limited
 from .transport import Transport, check_url
 from .verify import Checksum

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import plan, state
+from .control import Control
 from .errors import (
     DestinationError,
     DiskFullError,
@@ -43,12 +44,16 @@ from .probe import RemoteInfo, info_from_first, probe_remote
 from .progress import Listener, StartInfo
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
 from .scheduler import Halted, HostKey, Scheduler, host_key
-from .sink import ALIGN, PartFile, direct_io_suitable, free_space
-from .transport import Body, Transport, Validators
+from .sink import (
+    ALIGN,
+    PartFile,
+    companions,
+    direct_io_suitable,
+    free_space,
+)
+from .transport import Body, Transport
 from .verify import Checksum, file_digest, server_digest
 
-PART_SUFFIX = ".part"  # the bytes, until the final rename
-CONTROL_SUFFIX = ".segdl"  # the control file that makes the bytes resumable
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
 _TICK = 0.1  # how often the driver samples progress
 _MAX_RESTARTS = 2  # restarts from zero after the remote changed mid-run
@@ -57,17 +62,11 @@ _RATE_AFTER = 0.25  # seconds of data before a connection's rate counts
 # file, and the others pick up the rest as they free up (reused connections make the extra
 # requests cheap).
 _PIECES_PER_CONNECTION = 4
-# Data is fsynced at most this often, and never so often that syncing takes over ~3% of the
-# time: each sync forces to disk what would otherwise stay in the page cache. Between syncs the
-# control file still records every written byte, which survives a crash of the process.
-_SYNC_INTERVAL = 2.0
-_SYNC_BUDGET = 30
 # A single stream smaller than this is not preallocated: one request writes it at once, and
 # two system calls per small file of a batch are worth saving.
 _ALLOCATE_MIN = 1 << 20
 
 _local = threading.local()
-_BOOT_ID = state.current_boot_id()  # read once: a batch makes an engine per file
 
 
 def thread_buffer(size: int) -> memoryview:
@@ -91,11 +90,6 @@ class Clock:
     wall: Callable[[], float] = time.time
     rand: Callable[[], float] = random.random
     sleep: Callable[[float], object] | None = None  # None: wait on the engine's halt event
-
-
-def companions(final: Path) -> tuple[Path, Path]:
-    """The `.part` file and the control file that stand beside `final` while it downloads."""
-    return final.with_name(final.name + PART_SUFFIX), final.with_name(final.name + CONTROL_SUFFIX)
 
 
 def free_name(path: Path, reserve: Callable[[Path], bool] | None = None) -> Path:
@@ -170,9 +164,6 @@ class Engine:
         self._warned: set[str] = set()
         self._count_lock = threading.Lock()
         self._fetched = 0
-        self._boot_id = _BOOT_ID
-        self._durable: tuple[tuple[int, int, int], ...] | None = None
-        self._next_sync = 0.0
         self._host: HostKey = ("", "", 0)  # the host of the ranges (set with the job)
         # The first GET of a batch item: its open body and the slot it holds, until used.
         self._first: Body | None = None
@@ -358,8 +349,7 @@ class Engine:
     # -- segmented ------------------------------------------------------------------------------
     def _run_segmented(self, info: RemoteInfo, final: Path) -> tuple[PartFile, int, int]:
         assert info.size is not None
-        control = companions(final)[1]
-        part, segments = self._open_or_resume(info, final)
+        part, segments, control = self._open_or_resume(info, final)
         if self.options.direct_io and direct_io_suitable(part.path):
             part.enable_direct_io()
         resumed = sum(s.pos - s.start for s in segments)
@@ -408,15 +398,20 @@ class Engine:
         self._halt = job.halt
         return job
 
-    def _open_or_resume(self, info: RemoteInfo, final: Path) -> tuple[PartFile, list[Segment]]:
+    def _open_or_resume(
+        self, info: RemoteInfo, final: Path
+    ) -> tuple[PartFile, list[Segment], Control | None]:
+        """The `.part` file and its segments, resumed when a control file vouches for them;
+        and the control file to keep (None when the server gives no validator)."""
         assert info.size is not None
-        part_path, control = companions(final)
+        part_path, control_path = companions(final)
+        control = Control(control_path, self.clock.monotonic)
         if self.options.resume:
-            resumed = self._try_resume(info, final)
+            resumed = control.resume(info, final, self.warn)
             if resumed is not None:
-                return resumed
+                return (*resumed, control)
         else:
-            state.discard(control)
+            control.discard()
         self._check_space(part_path.parent, info.size)
         part = PartFile.create(part_path, final)
         part.allocate(info.size)
@@ -428,54 +423,10 @@ class Engine:
         )
         segments = [Segment(a, a, b) for a, b in ranges]
         if info.validators.empty:
-            state.discard(control)  # without a validator a resume could splice two versions
-        else:
-            self._durable = tuple((a, a, b) for a, b in ranges)  # nothing written yet
-            self._save(Job(info, part, segments), control, sync=False)
-        return part, segments
-
-    def _try_resume(self, info: RemoteInfo, final: Path) -> tuple[PartFile, list[Segment]] | None:
-        assert info.size is not None
-        part_path, control = companions(final)
-        had_part = part_path.exists() or part_path.is_symlink()
-        try:
-            saved = state.load(control)
-        except state.StateError as exc:
-            if had_part or control.exists():
-                self.warn(f"cannot resume ({exc}); starting from zero")
-            return None
-        reason = None
-        if saved.url != info.url:
-            reason = "the control file belongs to another URL"
-        elif saved.size != info.size:
-            reason = f"the remote size changed from {saved.size} to {info.size}"
-        elif Validators(saved.etag, saved.last_modified).empty:
-            reason = "the server gives no ETag or Last-Modified to check the partial file against"
-        elif (saved.etag, saved.last_modified) != (
-            info.validators.etag,
-            info.validators.last_modified,
-        ):
-            reason = "the remote file changed since the partial download"
-        if reason is None:
-            part = PartFile.reopen(part_path, final)
-            if part is None:
-                reason = "the partial file is missing"
-            elif part.size() != info.size:
-                part.close()
-                reason = "the partial file has the wrong size"
-            else:
-                trusted = saved.trusted_segments(self._boot_id)
-                try:
-                    part.sync()  # reports a write-back error that hit the bytes we trust
-                except DestinationError as exc:
-                    part.close()
-                    reason = str(exc)
-                else:
-                    self._durable = trusted
-                    self._next_sync = self.clock.monotonic() + _SYNC_INTERVAL
-                    return part, [Segment(a, d, b) for a, d, b in trusted]
-        self.warn(f"cannot resume: {reason}; starting from zero")
-        return None
+            control.discard()  # without a validator a resume could splice two versions
+            return part, segments, None
+        control.start(Job(info, part, segments))
+        return part, segments, control
 
     def _check_space(self, directory: Path, size: int) -> None:
         try:
@@ -737,7 +688,7 @@ class Engine:
     def _drive(
         self,
         job: Job,
-        control: Path | None,
+        control: Control | None,
         own: Segment | None = None,
         first: Body | None = None,
     ) -> None:
@@ -763,7 +714,7 @@ class Engine:
         finally:
             self.scheduler.remove_job(job)
 
-    def _finish_job(self, job: Job, control: Path | None) -> None:
+    def _finish_job(self, job: Job, control: Control | None) -> None:
         """Wait for the job's end; raise its error (after saving what can be resumed)."""
         interval = self.options.save_interval
         next_save = self.clock.monotonic() + interval
@@ -772,7 +723,7 @@ class Engine:
             while not job.wait_done(_TICK):
                 self.listener.progress(job.done_bytes(), total, job.streaming)
                 if control is not None and self.clock.monotonic() >= next_save:
-                    self._save(job, control)
+                    control.save(job)
                     next_save = self.clock.monotonic() + interval
                 if self.cancel.is_set():
                     raise KeyboardInterrupt
@@ -781,7 +732,7 @@ class Engine:
             self.scheduler.wake()
             job.wait_done(1.0)
             if control is not None:
-                self._save(job, control, sync=True)
+                control.save(job, sync=True)
             job.part.close()
             self.listener.finish(job.done_bytes())
             raise Interrupted(
@@ -793,40 +744,10 @@ class Engine:
         error = job.error
         if error is not None:
             if control is not None and isinstance(error, SegdlError):
-                self._save(job, control, sync=True)  # keep what we have for a later resume
+                control.save(job, sync=True)  # keep what we have for a later resume
             job.part.close()
             self.listener.finish(job.done_bytes())
             raise error
-
-    def _save(self, job: Job, control: Path, *, sync: bool | None = None) -> None:
-        """Save the control file; `sync` True flushes the data first, None does when it is due.
-
-        The snapshot is taken before the flush, so the durable view never counts a byte the
-        flush may have missed.
-        """
-        snapshot = _merge(job.snapshot())
-        now = self.clock.monotonic()
-        if sync is None:
-            sync = self._boot_id is None or now >= self._next_sync
-        if sync:
-            job.part.sync()
-            self._durable = snapshot
-            spent = self.clock.monotonic() - now
-            self._next_sync = now + max(_SYNC_INTERVAL, _SYNC_BUDGET * spent)
-        info = job.info
-        assert info.size is not None
-        state.save(
-            control,
-            state.State(
-                url=info.url,
-                size=info.size,
-                etag=info.validators.etag,
-                last_modified=info.validators.last_modified,
-                segments=snapshot,
-                durable=self._durable,
-                boot_id=self._boot_id,
-            ),
-        )
 
     # -- verification ---------------------------------------------------------------------------
     def _verify(self, part: PartFile, size: int, info: RemoteInfo) -> None:
@@ -843,16 +764,3 @@ def _mismatch(check: Checksum, actual: str) -> str:
         f"{check.algorithm} mismatch (from {check.source}): expected {check.hexdigest}, "
         f"got {actual}"
     )
-
-
-def _merge(segments: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
-    """Join finished neighbours so that the control file stays small however much was stolen."""
-    merged: list[tuple[int, int, int]] = []
-    for start, done, stop in segments:
-        if merged:
-            p_start, p_done, p_stop = merged[-1]
-            if p_done == p_stop == start:
-                merged[-1] = (p_start, done, stop)
-                continue
-        merged.append((start, done, stop))
-    return tuple(merged)

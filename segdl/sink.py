@@ -32,6 +32,15 @@ _DIRECT_FS = frozenset({"ext4", "xfs", "btrfs", "f2fs"})
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+PART_SUFFIX = ".part"  # the bytes, until the final rename
+CONTROL_SUFFIX = ".segdl"  # the control file that makes the bytes resumable
+
+
+def companions(final: Path) -> tuple[Path, Path]:
+    """The `.part` file and the control file that stand beside `final` while it downloads."""
+    return final.with_name(final.name + PART_SUFFIX), final.with_name(final.name + CONTROL_SUFFIX)
+
+
 def destination_error(exc: OSError, path: Path | str, doing: str) -> DestinationError:
     """A one-line error for a local file-system failure."""
     reason = os.strerror(exc.errno) if exc.errno else str(exc)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine import CONTROL_SUFFIX, PART_SUFFIX, Clock, Engine, Result, free_name, page_buffer
+from ..engine import Clock, Engine, Result, free_name, page_buffer
 from ..errors import (
     ConnectError,
     DestinationError,
@@ -42,6 +42,7 @@ from ..options import Options
 from ..probe import RemoteInfo
 from ..progress import Listener
 from ..scheduler import HostKey, Scheduler, host_key
+from ..sink import CONTROL_SUFFIX, PART_SUFFIX
 from ..transport import Sessions, Transport
 from .journal import Journal, journal_path
 from .manifest import BadRecord, Record
