@@ -27,7 +27,7 @@ from .batch.run import ItemResult
 from .engine import Result
 from .errors import Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
-from .progress import Listener, TqdmBatchListener, TqdmListener
+from .progress import Listener, TqdmBatchListener, TqdmListener, human_size
 from .transport import silence_insecure_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -285,24 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
 def summary(result: Result) -> str:
     """The one line printed after a download."""
     if result.skipped:
         return f"{result.path}: exists, skipped"
     rate = result.fetched / result.elapsed if result.elapsed > 0 else 0.0
-    resumed = f", {_human(result.resumed)} resumed" if result.resumed else ""
+    resumed = f", {human_size(result.resumed)} resumed" if result.resumed else ""
     mode = f"{result.connections} connections" if result.segmented else "1 connection (stream)"
     return (
-        f"{result.path}: {_human(result.size)} in {result.elapsed:.2f} s, "
-        f"{_human(rate)}/s, {mode}{resumed}"
+        f"{result.path}: {human_size(result.size)} in {result.elapsed:.2f} s, "
+        f"{human_size(rate)}/s, {mode}{resumed}"
     )
 
 
@@ -463,7 +455,7 @@ def _to_stdout(
         elapsed = time.monotonic() - started
         rate = written / elapsed if elapsed > 0 else 0.0
         print(
-            f"segdl: {_human(written)} to stdout in {elapsed:.2f} s, {_human(rate)}/s",
+            f"segdl: {human_size(written)} to stdout in {elapsed:.2f} s, {human_size(rate)}/s",
             file=stderr,
         )
     return EXIT_OK
@@ -581,7 +573,7 @@ def run_batch_command(
         rate = fetched / elapsed if elapsed > 0 else 0.0
         print(
             f"segdl: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
-            f"{_human(fetched)} in {elapsed:.2f} s, {_human(rate)}/s",
+            f"{human_size(fetched)} in {elapsed:.2f} s, {human_size(rate)}/s",
             file=stderr,
         )
     return EXIT_FAILED if counts["failed"] else EXIT_OK

@@ -52,7 +52,7 @@ from .sink import (
     free_space,
 )
 from .transport import Body, Transport
-from .verify import Checksum, file_digest, server_digest
+from .verify import file_digest, server_digest
 
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
 _TICK = 0.1  # how often the driver samples progress
@@ -756,11 +756,4 @@ class Engine:
             actual = file_digest(part.read_at, size, check.algorithm)
             if actual != check.hexdigest:
                 part.discard()
-                raise IntegrityError(_mismatch(check, actual))
-
-
-def _mismatch(check: Checksum, actual: str) -> str:
-    return (
-        f"{check.algorithm} mismatch (from {check.source}): expected {check.hexdigest}, "
-        f"got {actual}"
-    )
+                raise IntegrityError(check.mismatch(actual))

@@ -137,7 +137,8 @@ class TqdmListener(Listener):
             self._bar = None
 
 
-def _human(size: float) -> str:
+def human_size(size: float) -> str:
+    """`1.5 MiB`: sizes for people (binary units)."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(size) < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
@@ -177,7 +178,9 @@ class TqdmBatchListener(Listener):
         bar = self._bar
         if total != bar.total:
             bar.total = total
-        bar.set_postfix_str(f"{_human(done)}, {failed} failed, {connections} active", refresh=False)
+        bar.set_postfix_str(
+            f"{human_size(done)}, {failed} failed, {connections} active", refresh=False
+        )
         bar.update(items - bar.n)
 
     def warning(self, message: str) -> None:

@@ -23,6 +23,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .engine import Clock
@@ -192,7 +193,7 @@ class RemoteFile(io.RawIOBase):
         self._sequential = start == 0  # no seek yet: the digests cover every byte
         self._next_report = 0.0
         self._job: _StreamJob | None = None
-        self.listener.start(StartInfo(info.url, _stdout_path(), info.size, options.connections, 0))
+        self.listener.start(StartInfo(info.url, Path("-"), info.size, options.connections, 0))
         if info.size != 0 and info.size is not None and info.ranges is not False:
             self._job = _StreamJob(self, options.connections)
             self.scheduler.add_job(self._job)
@@ -309,7 +310,7 @@ class RemoteFile(io.RawIOBase):
                     if end > self._pos:
                         break
                 self._arrived.wait(_TICK)
-                self._report_locked()
+                self._report()
             assert piece.data is not None
             offset = self._pos - piece.start
             n = min(len(view), end - self._pos)
@@ -388,19 +389,9 @@ class RemoteFile(io.RawIOBase):
         for check, hasher in hashers:
             actual = hasher.hexdigest()
             if actual != check.hexdigest:
-                raise IntegrityError(
-                    f"{check.algorithm} mismatch (from {check.source}): expected "
-                    f"{check.hexdigest}, got {actual}"
-                )
+                raise IntegrityError(check.mismatch(actual))
 
     def _report(self) -> None:
-        now = self.clock.monotonic()
-        if now >= self._next_report:
-            self._next_report = now + _TICK
-            workers = 0 if self._job is None else self._job.workers
-            self.listener.progress(self._pos, self.size, workers)
-
-    def _report_locked(self) -> None:
         now = self.clock.monotonic()
         if now >= self._next_report:
             self._next_report = now + _TICK
@@ -601,12 +592,6 @@ def _unmap(data: mmap.mmap) -> None:
     keeps the map alive until the worker lets go)."""
     with contextlib.suppress(BufferError):
         data.close()
-
-
-def _stdout_path() -> Any:
-    from pathlib import Path
-
-    return Path("-")
 
 
 def open_remote(

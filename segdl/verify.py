@@ -25,6 +25,13 @@ class Checksum:
     hexdigest: str
     source: str  # "--checksum" or the header it came from, for the error message
 
+    def mismatch(self, actual: str) -> str:
+        """The one-line message for bytes whose digest is `actual` instead of this one."""
+        return (
+            f"{self.algorithm} mismatch (from {self.source}): expected {self.hexdigest}, "
+            f"got {actual}"
+        )
+
     @classmethod
     def parse(cls, spec: str) -> Checksum:
         """Parse `ALGO=HEX`, e.g. `sha256=9f86d0...`; raises UsageError when malformed."""

@@ -26,10 +26,10 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from ..batch.run import ItemResult
-from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _human
+from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..errors import DestinationError, Interrupted, SegdlError, UsageError
 from ..options import parse_size
-from ..progress import Listener, StartInfo, TqdmListener
+from ..progress import Listener, StartInfo, TqdmListener, human_size
 from ..sink import destination_error
 from .remote import RemoteExtractResult, extract, extract_file
 from .safety import Limits
@@ -181,7 +181,7 @@ class ExtractBar(TqdmListener):
         self._written = 0
 
     def _postfix(self) -> str:
-        return f"{self._connections} conn, {self._members} extracted ({_human(self._written)})"
+        return f"{self._connections} conn, {self._members} extracted ({human_size(self._written)})"
 
     def start(self, info: StartInfo) -> None:
         with self._lock:
@@ -229,8 +229,8 @@ class _Warnings(Listener):
 def summary(result: RemoteExtractResult) -> str:
     """The one line printed after an extraction."""
     parts = [
-        f"{result.dest}: {result.members} members, {_human(result.bytes_written)} written",
-        f"({result.format}, {_human(result.fetched)} fetched) in {result.elapsed:.2f} s",
+        f"{result.dest}: {result.members} members, {human_size(result.bytes_written)} written",
+        f"({result.format}, {human_size(result.fetched)} fetched) in {result.elapsed:.2f} s",
     ]
     if result.skipped:
         parts[-1] += f", {result.skipped} left out"
