@@ -172,17 +172,17 @@ def iter_download_many(
     clock: Clock | None = None,
 ) -> Iterator[ItemResult]:
     """Download many files over one shared pool of connections; yields each item's result as
-        it finishes (for callers with millions of items).
+    it finishes (for callers with millions of items).
 
-        `items` are URLs, `(url, relative_path)` pairs, mappings (`{"url": ..., "path": ...}`,
-        where "url" may be a list of mirrors and the other keys are fields for `template`), or
-        the records of `read_manifest`. `template` names each file relative to `directory` from
-        the item's fields and `{name}`, `{stem}`, `{ext}`, `{index}`. `jobs` files are fetched at
-        once, each over up to `connections` connections, with at most `per_host` connections to
-        one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
-        skip finished items without a request (`journal` may also be the journal's path, or False
-    for none). Raises `Interrupted` when `cancel` is set (run it
-        again to resume), and UsageError for bad options, before anything is fetched.
+    `items` are URLs, `(url, relative_path)` pairs, mappings (`{"url": ..., "path": ...}`,
+    where "url" may be a list of mirrors and the other keys are fields for `template`), or
+    the records of `read_manifest`. `template` names each file relative to `directory` from
+    the item's fields and `{name}`, `{stem}`, `{ext}`, `{index}`. `jobs` files are fetched at
+    once, each over up to `connections` connections, with at most `per_host` connections to
+    one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
+    skip finished items without a request (`journal` may also be the journal's path, or False
+    for none). Raises `Interrupted` when `cancel` is set (run it again to resume), and
+    UsageError for bad options, before anything is fetched.
     """
     options = _options(
         connections=connections,

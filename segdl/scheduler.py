@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -69,15 +69,6 @@ class _Host:
     last_refusal: float = 0.0
 
 
-@dataclass
-class Stats:
-    """What the scheduler observed (for tests and summaries)."""
-
-    peak_total: int = 0
-    peak_per_host: dict[HostKey, int] = field(default_factory=dict)
-    refusals: int = 0
-
-
 class Scheduler:
     """Connection slots with a global and a per-host cap, and the shared range workers."""
 
@@ -107,7 +98,6 @@ class Scheduler:
         self._workers: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
-        self.stats = Stats()
 
     # -- slots --------------------------------------------------------------------------------
     def _host(self, key: HostKey) -> _Host:
@@ -126,9 +116,6 @@ class Scheduler:
     def _take_slot(self, key: HostKey, host: _Host) -> None:
         host.active += 1
         self._total += 1
-        stats = self.stats
-        stats.peak_total = max(stats.peak_total, self._total)
-        stats.peak_per_host[key] = max(stats.peak_per_host.get(key, 0), host.active)
 
     def acquire(self, key: HostKey, halt: threading.Event | None = None) -> None:
         """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile."""
@@ -191,7 +178,6 @@ class Scheduler:
             host.last_refusal = now
             if delay is not None and delay > 0:
                 host.paused_until = max(host.paused_until, now + delay)
-            self.stats.refusals += 1
 
     def succeeded(self, key: HostKey) -> None:
         """A request to `key` went through: a throttled host slowly gets its slots back."""
