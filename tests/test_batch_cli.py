@@ -839,6 +839,48 @@ def test_rerun_after_sigkill_completes_without_refetching_finished_items(
     assert "/big.bin" in refetched
 
 
+def test_rerun_after_sigkill_refetches_only_items_that_were_mid_transfer(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every finished item is in the journal as its file appears, not at the next commit: a
+    # kill right after the 30th file lands costs no refetch of any of the 30 (with the
+    # remote's name, a file on disk cannot be matched to its item without a request).
+    done = small_files(30)
+    stalled = small_files(10, prefix="s")
+    served = serve_files(rangeserver, done)
+    served.update(serve_files(rangeserver, stalled, Faults(stall_after_headers=60)))
+    listing = tmp_path / "list.txt"
+    listing.write_text("".join(f"{served[p].url}\n" for p in [*done, *stalled]))
+    dest = tmp_path / "out"
+    names = {p.lstrip("/"): data for p, data in done.items()}
+
+    def in_place() -> bool:
+        return all(
+            (dest / name).is_file() and (dest / name).stat().st_size == len(data)
+            for name, data in names.items()
+        )
+
+    # Room for the stalled items and the others: none of the 30 waits behind a stalled one.
+    proc = _start_batch(listing, dest, tmp_path, "-j", "16", "--per-host", "16")
+    try:
+        _wait_until(in_place, proc, "30 files in place")
+        time.sleep(0.005)  # past the microseconds between a file's rename and its record
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    rangeserver.reset_stats()  # the killed run's requests stay out of the re-run's log
+    for s in served.values():
+        s.faults.stall_after_headers = 0
+    code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "-j", "16", "-q")
+    assert code == 0, err
+    assert tree(dest) == expected({**done, **stalled})
+    assert set(gets_of(rangeserver)) <= set(stalled)
+
+
 def test_sigterm_mid_batch_exits_130_and_rerun_completes(
     rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

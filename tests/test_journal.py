@@ -22,14 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 URL = "https://example.com/file.bin"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def directory(tmp_path: Path) -> Path:
     path = tmp_path / "dir"
@@ -196,7 +188,7 @@ def test_is_done_refuses_a_hostile_stored_path(
 
 def test_reopen_after_close_keeps_entries(directory: Path) -> None:
     path = journal_path(directory)
-    journal = Journal(path, commit_every=1000, commit_interval=1000)
+    journal = Journal(path)
     journal.record_ok("a", url=URL, path="a", size=1)
     journal.record_failed("b", url=URL, path="b", error="boom")
     journal.close()
@@ -219,53 +211,18 @@ def test_journal_uses_wal(directory: Path) -> None:
         assert other.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
 
-def test_commits_after_commit_every_records(directory: Path) -> None:
+def test_every_record_is_committed_before_it_returns(directory: Path) -> None:
+    # Another process (a re-run after a crash) sees each record as soon as the call returns:
+    # a finished item is never forgotten because its commit was still to come.
     path = journal_path(directory)
-    with Journal(path, commit_every=3, commit_interval=10, clock=FakeClock()) as journal:
+    with Journal(path) as journal:
         journal.record_ok("k0", url=URL, path="k0", size=1)
+        assert committed_keys(path) == {"k0"}
         journal.record_failed("k1", url=URL, path="k1", error="x")
-        assert committed_keys(path) == set()
-        # The journal itself sees its uncommitted records.
-        assert journal.lookup("k1") is not None
-        assert journal.counts() == {"ok": 1, "failed": 1}
-        journal.record_ok("k2", url=URL, path="k2", size=1)
-        assert committed_keys(path) == {"k0", "k1", "k2"}
-        journal.record_ok("k3", url=URL, path="k3", size=1)
-        assert committed_keys(path) == {"k0", "k1", "k2"}
-
-
-def test_commits_after_commit_interval_since_the_first_pending_record(directory: Path) -> None:
-    path = journal_path(directory)
-    clock = FakeClock()
-    with Journal(path, commit_every=100, commit_interval=0.5, clock=clock) as journal:
-        journal.record_ok("k0", url=URL, path="k0", size=1)
-        clock.now = 0.4
+        assert committed_keys(path) == {"k0", "k1"}
         journal.record_ok("k1", url=URL, path="k1", size=1)
-        assert committed_keys(path) == set()
-        clock.now = 0.5
-        journal.record_ok("k2", url=URL, path="k2", size=1)
-        assert committed_keys(path) == {"k0", "k1", "k2"}
-        # A long pause is not counted: the interval starts again with the next record.
-        clock.now = 60.0
-        journal.record_ok("k3", url=URL, path="k3", size=1)
-        assert committed_keys(path) == {"k0", "k1", "k2"}
-        clock.now = 60.49
-        journal.record_ok("k4", url=URL, path="k4", size=1)
-        assert committed_keys(path) == {"k0", "k1", "k2"}
-
-
-def test_flush_and_close_commit_what_is_pending(directory: Path) -> None:
-    path = journal_path(directory)
-    journal = Journal(path, commit_every=100, commit_interval=10, clock=FakeClock())
-    journal.record_ok("k0", url=URL, path="k0", size=1)
-    assert committed_keys(path) == set()
-    journal.flush()
-    assert committed_keys(path) == {"k0"}
-    journal.flush()  # nothing pending
-    journal.record_ok("k1", url=URL, path="k1", size=1)
-    assert committed_keys(path) == {"k0"}
-    journal.close()
-    assert committed_keys(path) == {"k0", "k1"}
+        assert committed_keys(path) == {"k0", "k1"}
+        assert journal.counts() == {"ok": 2, "failed": 0}
 
 
 KILLED_RUN = """
@@ -273,18 +230,16 @@ import os, sys
 from pathlib import Path
 from segdl.batch.journal import Journal
 
-journal = Journal(Path(sys.argv[1]), commit_every=10**6, commit_interval=1e9)
+journal = Journal(Path(sys.argv[1]))
 n = int(sys.argv[2])
-for i in range(2 * n):
+for i in range(n):
     journal.record_ok(f"k{i}", url=f"https://example.com/{i}", path=f"f{i}.bin", size=i)
-    if i == n - 1:
-        journal.flush()
 os.kill(os.getpid(), 9)
 """
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL")
-def test_a_killed_run_keeps_every_flushed_entry(directory: Path) -> None:
+def test_a_killed_run_keeps_every_entry_recorded_before_the_kill(directory: Path) -> None:
     path = journal_path(directory)
     n = 300
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -401,15 +356,6 @@ def test_a_journal_that_is_a_symbolic_link_is_refused(directory: Path, tmp_path:
     assert not elsewhere.exists()
 
 
-def test_invalid_thresholds_are_refused(directory: Path) -> None:
-    with pytest.raises(ValueError, match="commit_every"):
-        Journal(journal_path(directory), commit_every=0)
-    with pytest.raises(ValueError, match="commit_interval"):
-        Journal(journal_path(directory), commit_interval=-1)
-    with Journal(journal_path(directory)):  # the refusals held no lock
-        pass
-
-
 def test_many_threads_recording_at_once(directory: Path) -> None:
     threads, per_thread = 8, 250
     barrier = threading.Barrier(threads)
@@ -424,10 +370,8 @@ def test_many_threads_recording_at_once(directory: Path) -> None:
             else:
                 journal.record_ok(key, url=URL, path=key, size=i)
             assert journal.lookup(key) is not None
-            if i % 50 == 0:
-                journal.flush()
 
-    with Journal(path, commit_every=7) as journal, ThreadPoolExecutor(threads) as pool:
+    with Journal(path) as journal, ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(work, worker) for worker in range(threads)]:
             future.result()
         half = threads * per_thread // 2

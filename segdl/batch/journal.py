@@ -6,10 +6,13 @@ Running the same batch again asks `is_done` per item and skips finished ones wit
 request; failures are kept so that a re-run retries only them and the report can say why.
 
 The invariant that makes it crash-safe: the caller records "ok" only after the file has been
-renamed into place. So the journal can never mark finished a file that is not in place; the
-opposite (the file is in place, its mark was lost in a crash) only costs a re-fetch. That is why
-commits are batched and not fsynced (WAL, `synchronous=NORMAL`): a killed process loses nothing
-committed, and a power cut at worst loses the last commits, which are fetched again.
+renamed into place, and every record is committed before the call returns. So the journal never
+marks finished a file that is not in place, and a killed process forgets at most the items whose
+file was renamed but not yet recorded: microseconds of work, not the last second of the batch
+(with `{name}` templates a forgotten item costs a request, and at thousands of files a second a
+lost second costs thousands). Commits are appends to the WAL without fsync (`synchronous=NORMAL`):
+about 20 us of CPU more per item than commits batched by 64 (measured: 29 against 9 us a record),
+and a power cut at worst loses the last commits, which are fetched again.
 
 Memory does not grow with the number of items: every question goes to the database.
 It knows nothing of HTTP or threads beyond being safe to call from many of them.
@@ -17,7 +20,6 @@ It knows nothing of HTTP or threads beyond being safe to call from many of them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import stat
@@ -126,32 +128,14 @@ def _os_error(exc: OSError, path: Path, doing: str) -> DestinationError:
 class Journal:
     """The journal of one batch directory; thread-safe; a context manager.
 
-    Records are committed in short batches: after `commit_every` records, or on the first record
-    made `commit_interval` seconds (of `clock`) after the oldest uncommitted one. The caller
-    also calls `flush()` a few times a second and at the end. `wall` stamps `Entry.updated`.
+    Every record is committed before `record_ok` or `record_failed` returns. `wall` stamps
+    `Entry.updated`.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        commit_every: int = 64,
-        commit_interval: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        if commit_every < 1:
-            raise ValueError("commit_every must be at least 1")
-        if commit_interval < 0:
-            raise ValueError("commit_interval must not be negative")
+    def __init__(self, path: Path, *, wall: Callable[[], float] = time.time) -> None:
         self.path = path
-        self._commit_every = commit_every
-        self._commit_interval = commit_interval
-        self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
-        self._pending = 0
-        self._first_pending = 0.0
         self._closed = False
         # The directory the user knows; the journal's own folder is an implementation detail.
         self._directory = path.parent.parent if path.parent.name == ".segdl" else path.parent
@@ -251,7 +235,7 @@ class Journal:
             raise ValueError(f"the journal {self.path} is closed")
 
     def lookup(self, key: str) -> Entry | None:
-        """The entry recorded for `key` (committed or not), or None."""
+        """The entry recorded for `key`, or None."""
         with self._lock:
             self._check_open()
             row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE key = ?", (key,)).fetchone()
@@ -302,40 +286,11 @@ class Journal:
     def _record(self, values: tuple[object, ...]) -> None:
         with self._lock:
             self._check_open()
-            now = self._clock()
             try:
-                if not self._db.in_transaction:
-                    self._db.execute("BEGIN")
-                    self._pending = 0
-                    self._first_pending = now
+                # No transaction is open (isolation_level=None): the statement commits itself.
                 self._db.execute(_UPSERT, (*values, self._wall()))
             except sqlite3.Error as exc:
                 raise self._write_error(exc) from exc
-            self._pending += 1
-            if (
-                self._pending >= self._commit_every
-                or now - self._first_pending >= self._commit_interval
-            ):
-                self._commit()
-
-    def _commit(self) -> None:
-        if not self._db.in_transaction:
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # Dropping the batch is safe: its items are simply fetched again by the next run.
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("ROLLBACK")
-            raise self._write_error(exc) from exc
-        finally:
-            self._pending = 0
-
-    def flush(self) -> None:
-        """Commit the records not committed yet."""
-        with self._lock:
-            self._check_open()
-            self._commit()
 
     def counts(self) -> dict[str, int]:
         """How many items are recorded per status: `{"ok": n, "failed": m}`."""
@@ -346,18 +301,15 @@ class Journal:
         return {"ok": found.get("ok", 0), "failed": found.get("failed", 0)}
 
     def close(self) -> None:
-        """Commit what is pending, close the database and release the directory; idempotent."""
+        """Close the database and release the directory; idempotent."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self._commit()
+                self._db.close()
             finally:
-                try:
-                    self._db.close()
-                finally:
-                    os.close(self._lock_fd)
+                os.close(self._lock_fd)
 
     def __enter__(self) -> Journal:
         return self

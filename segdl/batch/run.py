@@ -7,8 +7,8 @@ Three kinds of thread share the work:
   queues the rest by host in a bounded lookahead;
 - `jobs` *drivers* each take the next item from the host that is least busy, and run it with
   an `Engine` on the shared `Scheduler`: one GET for a small file, ranges for a large one;
-- the caller's thread consumes results as they come, flushes the journal and samples
-  progress for the listener; Ctrl-C there stops everything and keeps the journal consistent.
+- the caller's thread consumes results as they come and samples progress for the listener;
+  Ctrl-C there stops everything and keeps the journal consistent.
 
 Memory is bounded by the lookahead, never by the length of the list: what must be remembered
 across all items (the destinations already claimed) lives in a temporary SQLite table.
@@ -50,7 +50,7 @@ from .template import DEFAULT, Template, TemplateError, safe_relative
 
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
 _NAME_ROOM = MAX_NAME_BYTES - max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
-_TICK = 0.2  # how often the caller's thread samples progress and flushes the journal
+_TICK = 0.2  # how often the caller's thread samples progress
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,6 @@ class Batch:
                     self.listener.item_done(result)
                     yield result
                 if self.clock.monotonic() >= next_tick:
-                    # The journal commits a few times a second, not once per item.
                     self._tick()
                     next_tick = self.clock.monotonic() + _TICK
         except KeyboardInterrupt:
@@ -333,13 +332,11 @@ class Batch:
             claims.close()
             if self.journal is not None:
                 self.journal.close()
-            self._tick(final=True)
+            self._tick()
         if interrupted:
             raise Interrupted("interrupted; run the same command again to resume")
 
-    def _tick(self, *, final: bool = False) -> None:
-        if self.journal is not None and not final:
-            self.journal.flush()
+    def _tick(self) -> None:
         with self._engines_lock:
             active = sum(engine.fetched for engine in self._engines)
             connections = len(self._engines)
