@@ -27,7 +27,7 @@ from .batch.run import ItemResult
 from .engine import Result
 from .errors import Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
-from .progress import Listener, TqdmBatchListener, TqdmListener, human_size
+from .progress import Listener, TqdmBatchListener, TqdmListener, human_size, plural
 from .transport import silence_insecure_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=5,
         metavar="N",
-        help="consecutive failures without progress tolerated per connection (default 5)",
+        help="retries per connection after failures in a row without progress: timeouts, "
+        "dropped connections, 408/429/5xx (default 5); until a host has answered in this run, "
+        "an unknown host name is not retried and a refused connection once",
     )
     parser.add_argument(
         "--checksum", metavar="ALGO=HEX", help="verify md5/sha1/sha256/sha512 before finishing"
@@ -291,7 +293,7 @@ def summary(result: Result) -> str:
         return f"{result.path}: exists, skipped"
     rate = result.fetched / result.elapsed if result.elapsed > 0 else 0.0
     resumed = f", {human_size(result.resumed)} resumed" if result.resumed else ""
-    mode = f"{result.connections} connections" if result.segmented else "1 connection (stream)"
+    mode = plural(result.connections, "connection") if result.segmented else "1 connection (stream)"
     return (
         f"{result.path}: {human_size(result.size)} in {result.elapsed:.2f} s, "
         f"{human_size(rate)}/s, {mode}{resumed}"
@@ -547,7 +549,7 @@ def run_batch_command(
             if result.status == "failed":
                 listed += 1
                 if listed <= _MAX_LISTED:
-                    line = f"segdl: failed: #{result.index} {result.url}: {result.error}"
+                    line = _failed_line(result)
                     if bar is not None:
                         bar.warning_line(line)
                     else:
@@ -577,6 +579,14 @@ def run_batch_command(
             file=stderr,
         )
     return EXIT_FAILED if counts["failed"] else EXIT_OK
+
+
+def _failed_line(result: ItemResult) -> str:
+    """`#index URL: error`, naming the URL once: with mirrors the error names each URL."""
+    error = result.error or "failed"
+    if result.url and not error.startswith(f"{result.url}: "):
+        error = f"{result.url}: {error}"
+    return f"segdl: failed: #{result.index} {error}"
 
 
 def _row(result: ItemResult, directory: Path) -> ReportRow:

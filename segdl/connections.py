@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
-from .errors import ConnectError, TimeoutError_, TLSError
+from .errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
 
 USER_AGENT = f"segdl/{__version__}"
 _Key = tuple[str, str, int]
@@ -47,14 +47,33 @@ def _ssl_context(verify: bool | str) -> ssl.SSLContext:
         return ssl.create_default_context()
 
 
+def connect_error(exc: BaseException, host: str, port: int | None) -> ConnectError:
+    """The error for a connection to `host`:`port` that could not be made, from the socket's
+    own error: the one message both HTTP layers give (`connection failed: host:port: why`)."""
+    address = host if port is None else f"{host}:{port}"
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    message = f"connection failed: {address}: {reason or type(exc).__name__}"
+    if isinstance(exc, socket.gaierror):
+        return NameResolutionError(message)
+    if isinstance(exc, ConnectionRefusedError):
+        return RefusedError(message)
+    return ConnectError(message)
+
+
 class LeanResponse:
     """An `http.client` answer shaped like the parts of `requests.Response` that transport
-    uses: `status_code`, `reason`, `headers` (case-insensitive), `raw._fp`, `close()`."""
+    uses: `status_code`, `reason`, `headers` (case-insensitive), `url`, `raw._fp`, `close()`."""
 
     def __init__(
-        self, response: http.client.HTTPResponse, pool: Connections, key: _Key, conn: Any
+        self,
+        response: http.client.HTTPResponse,
+        pool: Connections,
+        key: _Key,
+        conn: Any,
+        url: str,
     ) -> None:
         self.raw = self
+        self.url = url
         self._fp = response
         self.status_code = response.status
         self.reason = response.reason
@@ -171,8 +190,7 @@ class Connections:
             raise TimeoutError_(f"connect timeout: {host}:{port}") from exc
         except OSError as exc:
             conn.close()
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            raise ConnectError(f"connection failed: {host}:{port}: {reason}") from exc
+            raise connect_error(exc, host, port) from exc
         conn.sock.settimeout(self.read_timeout)
         return conn
 
@@ -206,7 +224,7 @@ class Connections:
                     conn, reused = None, False
                     continue
                 raise
-            return LeanResponse(response, self, key, conn)
+            return LeanResponse(response, self, key, conn, url)
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,8 @@
     ├── TransferError              something went wrong between us and the server
     │   ├── NetworkError           the request failed, or the answer broke off
     │   │   ├── ConnectError       connection refused / reset / DNS / TLS handshake failure
+    │   │   │   ├── NameResolutionError  the host name does not resolve (DNS)
+    │   │   │   ├── RefusedError   nothing listens on the host's port (ECONNREFUSED)
     │   │   │   └── TLSError       certificate verification and other TLS failures (never retried)
     │   │   ├── TimeoutError_      connect timeout, or silence longer than the read timeout
     │   │   └── TruncatedError     the body ended before the promised length
@@ -46,10 +48,12 @@ __all__ = [
     "Interrupted",
     "InvalidURLError",
     "MissingExtraError",
+    "NameResolutionError",
     "NetworkError",
     "ProtocolViolation",
     "RangeIgnoredError",
     "RedirectError",
+    "RefusedError",
     "RemoteChangedError",
     "SegdlError",
     "TLSError",
@@ -84,7 +88,23 @@ class NetworkError(TransferError):
 
 
 class ConnectError(NetworkError):
-    """The connection could not be established or was reset."""
+    """The connection could not be established or was reset.
+
+    ``answered_before`` is True when the host had answered an earlier request of the same run
+    (a download, a batch, a stream): the retry policy is then patient with it.
+    """
+
+    def __init__(self, message: str, *, answered_before: bool = False) -> None:
+        super().__init__(message)
+        self.answered_before = answered_before
+
+
+class NameResolutionError(ConnectError):
+    """The host name does not resolve (DNS): retried only if the host answered in this run."""
+
+
+class RefusedError(ConnectError):
+    """Nothing listens on the host's port: retried once, unless the host answered in this run."""
 
 
 class TLSError(ConnectError):

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import HTTPStatusError, NetworkError, TransferError
+from .errors import (
+    HTTPStatusError,
+    NameResolutionError,
+    NetworkError,
+    RefusedError,
+    TransferError,
+)
 from .transport import (
     Body,
     Response,
@@ -57,6 +63,8 @@ def probe_remote(transport: Transport, url: str) -> RemoteInfo:
     try:
         response, final = transport.request("HEAD", url)
         response.close()
+    except (NameResolutionError, RefusedError):
+        raise  # no request was sent: a GET would meet the same
     except (NetworkError, HTTPStatusError) as exc:
         head_error = exc
     else:
@@ -95,7 +103,7 @@ def _probe_get(transport: Transport, url: str) -> RemoteInfo:
             size = None if content_coding(response) else content_length(response)
             ranges = False
         else:
-            raise status_error(response, "probe")
+            raise status_error(response)
         return RemoteInfo(
             url=url,
             final_url=final,

@@ -137,6 +137,11 @@ class TqdmListener(Listener):
             self._bar = None
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 connection`, `8 connections`: counts for people (nouns that take an s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def human_size(size: float) -> str:
     """`1.5 MiB`: sizes for people (binary units)."""
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -1,5 +1,10 @@
 """The retry policy: which errors are worth another try, how many, and how long to wait.
 
+A host that has not answered yet in this run gets less patience than one that has: a name
+that does not resolve fails at once, and a refused connection is tried once more quickly,
+then fails (a typo or a server that is not running); once a host has answered, every failure
+gets the usual budget (a server restarting mid-download deserves patience).
+
 `RetryPolicy` is immutable, like urllib3's Retry: `increment()` hands back a new policy or
 raises the error, so one policy object can be shared by every segment and each worker
 threads its own copy through its loop. Time and randomness are always injected.
@@ -17,6 +22,8 @@ from email.utils import parsedate_to_datetime
 from segdl.errors import (
     ConnectError,
     HTTPStatusError,
+    NameResolutionError,
+    RefusedError,
     TimeoutError_,
     TLSError,
     TruncatedError,
@@ -41,6 +48,9 @@ RETRY_AFTER_STATUSES: frozenset[int] = frozenset({429, 503})
 # 2.0 ** 1024 overflows; any exponent this large is far past every sane backoff_max anyway.
 _MAX_EXPONENT = 1023
 
+# The wait before the one retry of a refused connection to a host not heard from yet.
+_QUICK_DELAY = 0.1
+
 
 def is_retryable_status(status: int) -> bool:
     """True for the statuses in RETRY_STATUSES and any 5xx."""
@@ -52,7 +62,8 @@ class RetryPolicy:
     """How many consecutive failures to tolerate and how long to back off between them.
 
     ``total`` counts failures without progress: call `reset()` once a retry has made
-    progress, so a flaky connection that keeps delivering bytes is never given up on.
+    progress, so a flaky connection that keeps delivering bytes is never given up on. A
+    host that has not answered in this run gets fewer (see `retries_for`).
     """
 
     total: int = 5
@@ -80,15 +91,24 @@ class RetryPolicy:
         # TLSError is a ConnectError, but a certificate that failed to verify will fail again.
         if isinstance(error, TLSError):
             return False
+        if isinstance(error, NameResolutionError) and not error.answered_before:
+            return False  # a name that never resolved in this run: most likely a typo
         if isinstance(error, (ConnectError, TimeoutError_, TruncatedError)):
             return True
         if isinstance(error, HTTPStatusError):
             return is_retryable_status(error.status)
         return False
 
+    def retries_for(self, error: BaseException) -> int:
+        """Consecutive failures tolerated when ``error`` is the latest: ``total``, but one for
+        a refused connection to a host that has not answered in this run."""
+        if _first_contact_refused(error):
+            return min(self.total, 1)
+        return self.total
+
     def increment(self, error: BaseException) -> RetryPolicy:
         """Return the policy for the next try, or raise ``error`` if there is none."""
-        if not self.is_retryable(error) or self.failures + 1 > self.total:
+        if not self.is_retryable(error) or self.failures + 1 > self.retries_for(error):
             raise error
         return replace(self, failures=self.failures + 1)
 
@@ -105,7 +125,9 @@ class RetryPolicy:
         Otherwise the wait is ``backoff_factor * 2 ** (failures - 1)``, capped at
         ``backoff_max``, then moved by up to ``jitter`` of itself so that segments that
         failed together do not all come back at once; the result stays within
-        ``[0, backoff_max]``. ``now`` is epoch seconds and ``rand`` returns a float in [0, 1).
+        ``[0, backoff_max]``. A refused connection to a host that has not answered in this
+        run waits at most a tenth of a second. ``now`` is epoch seconds and ``rand`` returns
+        a float in [0, 1).
         """
         if isinstance(error, HTTPStatusError) and error.status in RETRY_AFTER_STATUSES:
             retry_after = parse_retry_after(error.retry_after, now)
@@ -115,7 +137,13 @@ class RetryPolicy:
         exponent = min(max(self.failures - 1, 0), _MAX_EXPONENT)
         base = min(self.backoff_factor * 2.0**exponent, self.backoff_max)
         jittered = base * (1.0 + self.jitter * (2.0 * rand() - 1.0))
+        if _first_contact_refused(error):
+            return min(max(jittered, 0.0), _QUICK_DELAY)
         return min(max(jittered, 0.0), self.backoff_max)
+
+
+def _first_contact_refused(error: BaseException) -> bool:
+    return isinstance(error, RefusedError) and not error.answered_before
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -24,7 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from .connections import Connections, LeanResponse
+from .connections import Connections, LeanResponse, connect_error
 from .errors import (
     ConnectError,
     ContentTypeError,
@@ -132,19 +132,23 @@ class TransportOptions:
     trust_env: bool = True
 
 
-def translate(exc: BaseException) -> SegdlError:
-    """Map a requests/urllib3/socket/ssl exception onto the segdl tree (the one place that does)."""
+def translate(exc: BaseException, url: str | None = None) -> SegdlError:
+    """Map a requests/urllib3/socket/ssl exception onto the segdl tree (the one place that does).
+
+    `url`, the URL being requested when known, names the host and port in the message.
+    """
     if isinstance(exc, SegdlError):
         return exc
+    address = None if url is None else "{}:{}".format(*origin(url)[1:])
     if isinstance(exc, requests.exceptions.SSLError | urllib3.exceptions.SSLError | ssl.SSLError):
         return TLSError(f"TLS error: {_reason(exc)}")
     if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return TimeoutError_(f"connect timeout: {_reason(exc)}")
+        return TimeoutError_(f"connect timeout: {address or _reason(exc)}")
     if isinstance(
         exc,
         requests.exceptions.ReadTimeout | urllib3.exceptions.ReadTimeoutError | socket.timeout,
     ):
-        return TimeoutError_(f"read timeout: the server went silent ({_reason(exc)})")
+        return TimeoutError_(f"read timeout: {address or 'the server'} went silent")
     if isinstance(exc, requests.exceptions.ChunkedEncodingError | http.client.IncompleteRead):
         return TruncatedError(f"connection broke off mid-body: {_reason(exc)}")
     if isinstance(
@@ -156,7 +160,13 @@ def translate(exc: BaseException) -> SegdlError:
         return InvalidURLError(f"invalid URL: {_reason(exc)}")
     if isinstance(exc, urllib3.exceptions.ProtocolError | http.client.HTTPException):
         return TruncatedError(f"connection broke off: {_reason(exc)}")
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return ConnectError(f"connection to the proxy failed: {_reason(exc)}")
     if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        cause = _socket_error(exc)
+        if url is not None and cause is not None:
+            _, host, port = origin(url)
+            return connect_error(cause, host, port)
         return ConnectError(f"connection failed: {_reason(exc)}")
     if isinstance(
         exc, requests.exceptions.RequestException | urllib3.exceptions.HTTPError | OSError
@@ -174,21 +184,41 @@ def _reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     if isinstance(reason, BaseException):
         exc = reason
-    text = str(exc) or type(exc).__name__
+    # An OSError's own words, without its errno ("Connection reset by peer").
+    text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
     return text.splitlines()[0][:300]
 
 
+def _socket_error(exc: BaseException) -> OSError | None:
+    """The socket's own error under requests' and urllib3's wrappers (refused, DNS, reset)."""
+    found: OSError | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current
+        reason = getattr(current, "reason", None)
+        if current.args and isinstance(current.args[0], BaseException):
+            current = current.args[0]
+        elif isinstance(reason, BaseException):
+            current = reason
+        else:
+            current = current.__cause__ or current.__context__
+    return found
+
+
 @contextmanager
-def translated() -> Iterator[None]:
-    """Re-raise transport exceptions as segdl errors."""
+def translated(url: str | None = None) -> Iterator[None]:
+    """Re-raise transport exceptions as segdl errors (`url`: the one being requested)."""
     try:
         yield
     except SegdlError:
         raise
     except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-        raise translate(exc) from exc
+        raise translate(exc, url) from exc
     except http.client.HTTPException as exc:
-        raise translate(exc) from exc
+        raise translate(exc, url) from exc
 
 
 class Body:
@@ -305,6 +335,22 @@ class Sessions:
         self._sessions: list[requests.Session] = []
         self._lean: Connections | None = None
         self._closed = False
+        # Origins that answered a request of this run: the retry policy is patient with them
+        # (see `ConnectError.answered_before`).
+        self._answered: set[tuple[str, str, int]] = set()
+
+    @contextmanager
+    def requesting(self, url: str) -> Iterator[None]:
+        """Around one request to `url`: translate its errors, tell a connection error whether
+        the host answered earlier in this run, and remember that it answered now."""
+        key = origin(url)
+        try:
+            with translated(url):
+                yield
+        except ConnectError as exc:
+            exc.answered_before = key in self._answered
+            raise
+        self._answered.add(key)  # set.add is atomic: threads share this set without a lock
 
     @property
     def lean(self) -> Connections:
@@ -427,10 +473,10 @@ class Transport:
                 headers.update(extra_headers)
             response: Response
             if lean and self.sessions.lean.usable(current):
-                with translated():
+                with self.sessions.requesting(current):
                     response = self.sessions.lean.send(method, current, headers)
             else:
-                with translated():
+                with self.sessions.requesting(current):
                     response = session.request(
                         method,
                         current,
@@ -449,7 +495,7 @@ class Transport:
             target = urljoin(current, location)
             scheme = urlsplit(target).scheme.lower()
             if scheme not in ("http", "https"):
-                raise RedirectError(f"refused redirect to a {scheme or 'relative'}: URL: {target}")
+                raise RedirectError(f"refused redirect to {target}: not an http(s) URL")
             if (
                 urlsplit(current).scheme.lower() == "https"
                 and scheme == "http"
@@ -524,10 +570,13 @@ class Transport:
         return Body(response, length)
 
 
-def status_error(response: Response, what: str) -> HTTPStatusError:
-    reason = response.reason or http.client.responses.get(response.status_code, "")
+def status_error(response: Response) -> HTTPStatusError:
+    """`URL: 404 Not Found`, naming the URL that answered (after redirects)."""
+    # The standard phrase where there is one: servers spell it in every case, or not at all.
+    reason = http.client.responses.get(response.status_code) or response.reason or ""
+    where = f"{response.url}: " if response.url else ""
     return HTTPStatusError(
-        f"{what}: HTTP {response.status_code} {reason}".rstrip(),
+        f"{where}{response.status_code} {reason}".rstrip(),
         status=response.status_code,
         retry_after=response.headers.get("Retry-After"),
     )
@@ -581,7 +630,7 @@ def check_range_response(
             raise RemoteChangedError(f"the remote file changed: {changed}")
         raise RangeIgnoredError("server ignored the Range header and sent the whole file")
     if status != 206:
-        raise status_error(response, f"range {start}-{stop - 1}")
+        raise status_error(response)
     changed = validators.mismatch(response.headers)
     if changed:
         raise RemoteChangedError(f"the remote file changed: {changed}")
@@ -617,7 +666,7 @@ def check_first_response(response: Response, accept: tuple[str, ...]) -> int | N
             raise ProtocolViolation(f"416 to a range from byte 0, with {unsatisfied!r}")
         return 0
     if status not in (200, 206):
-        raise status_error(response, "download")
+        raise status_error(response)
     _check_identity(response)
     check_content_type(response, accept)
     length = content_length(response)
@@ -664,7 +713,7 @@ def check_stream_response(response: Response, offset: int, validators: Validator
     if offset and status == 200:
         raise RangeIgnoredError(f"server cannot continue at byte {offset}; it sent the whole file")
     if status != (206 if offset else 200):
-        raise status_error(response, "download")
+        raise status_error(response)
     changed = validators.mismatch(response.headers)
     if changed:
         raise RemoteChangedError(f"the remote file changed: {changed}")

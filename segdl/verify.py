@@ -42,7 +42,8 @@ class Checksum:
             raise UsageError(f"checksum must be ALGO=HEX with ALGO one of {', '.join(ALGORITHMS)}")
         size = hashlib.new(algorithm).digest_size
         if len(hexdigest) != 2 * size or not re.fullmatch(r"[0-9a-f]+", hexdigest):
-            raise UsageError(f"a {algorithm} checksum is {2 * size} hexadecimal digits")
+            article = "an" if algorithm == "md5" else "a"  # "an em-dee-five"
+            raise UsageError(f"{article} {algorithm} checksum is {2 * size} hexadecimal digits")
         return cls(algorithm, hexdigest, "--checksum")
 
 

@@ -255,7 +255,7 @@ def test_scheduler_file_and_two_dask_workers(
     # The bad line is a failed item, as in a local batch: exit 1, one line for it.
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.splitlines() == [
-        "segdl: failed: #20 : line 21: unsupported URL scheme 'ftp' in 'ftp://nope/x'"
+        "segdl: failed: #20 line 21: unsupported URL scheme 'ftp' in 'ftp://nope/x'"
     ]
     assert tree(dest) == by_name(files)
     rows = [json.loads(line) for line in report.read_text().splitlines()]

@@ -29,7 +29,7 @@ from ..batch.run import ItemResult
 from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from ..errors import DestinationError, Interrupted, SegdlError, UsageError
 from ..options import parse_size
-from ..progress import Listener, StartInfo, TqdmListener, human_size
+from ..progress import Listener, StartInfo, TqdmListener, human_size, plural
 from ..sink import destination_error
 from .remote import RemoteExtractResult, extract, extract_file
 from .safety import Limits
@@ -229,7 +229,8 @@ class _Warnings(Listener):
 def summary(result: RemoteExtractResult) -> str:
     """The one line printed after an extraction."""
     parts = [
-        f"{result.dest}: {result.members} members, {human_size(result.bytes_written)} written",
+        f"{result.dest}: {plural(result.members, 'member')}, "
+        f"{human_size(result.bytes_written)} written",
         f"({result.format}, {human_size(result.fetched)} fetched) in {result.elapsed:.2f} s",
     ]
     if result.skipped:

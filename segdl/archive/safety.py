@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from ..errors import ArchiveLimitError, UnsafeArchiveError, UsageError
+from ..progress import plural
 
 MiB = 1 << 20
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit: a longer chain of symbolic links is refused
@@ -206,7 +207,7 @@ class Budget:
         if self.seen > self.limits.max_members:
             raise ArchiveLimitError(
                 f"refused member {name!r}: the archive has more than "
-                f"{self.limits.max_members} members (max_members)"
+                f"{plural(self.limits.max_members, 'member')} (max_members)"
             )
 
     def declare(self, name: str, size: int) -> None:

@@ -447,7 +447,7 @@ class Batch:
         for url in record.urls:
             host = host_key(url)
             if host in self._dead:
-                errors.append(f"{url}: {self._dead[host]}")
+                errors.append(_item_error(record, url, self._dead[host]))
                 continue
             transport = Transport(url, self.options.transport(), self.sessions)
             engine = Engine(
@@ -472,7 +472,7 @@ class Batch:
                 http_status = engine.http_status or http_status
                 fetched += engine.fetched
                 path = names[-1] if names else path
-                errors.append(f"{url}: {exc}" if len(record.urls) > 1 else str(exc))
+                errors.append(_item_error(record, url, str(exc)))
                 self._note_host(host, exc)
                 if isinstance(exc, DestinationError | TemplateError):
                     break  # local: another mirror would not help
@@ -530,7 +530,7 @@ class Batch:
         its other items fail at once instead of each waiting out the same budget."""
         unreachable = isinstance(exc, ConnectError) and not isinstance(exc, TLSError)
         if unreachable and host not in self._alive:
-            self._dead.setdefault(host, f"host unreachable ({exc})")
+            self._dead.setdefault(host, str(exc))
 
     def _resolve(
         self, item: _Item, info: RemoteInfo, *, claims: _Claims, names: list[Path]
@@ -582,6 +582,14 @@ class Batch:
 
     def _failed(self, record: Record, path: Path | None, error: str) -> ItemResult:
         return ItemResult(record.index, record.urls[0], path, "failed", error=error)
+
+
+def _item_error(record: Record, url: str, message: str) -> str:
+    """What `url` of `record` failed with, as part of the item's error. The item's line names
+    its URL already, so a message that starts with it (an HTTP status) drops it; with mirrors,
+    each part names its own URL."""
+    message = message.removeprefix(f"{url}: ")
+    return f"{url}: {message}" if len(record.urls) > 1 else message
 
 
 def _taken(path: Path) -> bool:
