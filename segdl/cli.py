@@ -24,6 +24,7 @@ from .api import open as segdl_open
 from .batch.manifest import FORMATS, read_manifest
 from .batch.report import ReportRow, ReportWriter
 from .batch.run import ItemResult
+from .batch.template import Template
 from .engine import Result
 from .errors import Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
@@ -227,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-format", choices=FORMATS, help="txt, csv, tsv, json or jsonl (default: by name)"
     )
     batch.add_argument(
-        "--url-field", default="url", metavar="NAME", help="the URL column or key (default url)"
+        "--url-field", metavar="NAME", help="the URL column or key of -i FILE (default url)"
     )
     batch.add_argument(
         "--records", metavar="PATH", help="dotted path of the array in a json object (images)"
@@ -533,6 +534,8 @@ def run_batch_command(
                 format=args.input_format,
                 url_field=args.url_field,
                 records=args.records,
+                # A field no record has would fail every item: the first record tells now.
+                fields=Template.parse(args.template).record_fields,
             )
         else:
             items = args.urls

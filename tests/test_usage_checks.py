@@ -7,13 +7,15 @@ served bytes; the server's log says that nothing was fetched when nothing should
 from __future__ import annotations
 
 import io
+import json
 import os
+import random
 import sys
 from pathlib import Path
 
 import pytest
 from fakes import payload
-from rangeserver import RangeHTTPServer, serve_file
+from rangeserver import RangeHTTPServer, serve_file, serve_files
 
 from segdl.cli import main
 
@@ -38,6 +40,150 @@ def one_line_error(err: str) -> str:
 
 def stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+# --- item 4: input mistakes found in the first records -------------------------------------
+
+
+def test_binary_input_is_one_usage_error_before_any_request(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve_files(rangeserver, {"/a.bin": payload(10)})
+    rng = random.Random(5)
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(rng.getrandbits(8) for _ in range(1 << 20)))
+    code, _, err = cli(capsys, "-i", str(big), "-d", str(tmp_path / "out"))
+    assert code == 2, err
+    line = one_line_error(err)
+    assert "big.bin, read as txt (one URL per line)" in line
+    assert "first 10 records are unusable" in line and "--input-format" in line
+    assert rangeserver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("data", "found", "fix"),
+    [
+        (b"url,size,class\nhttp://h/0.jpg,1000,cat\n", "looks like CSV", "--input-format csv"),
+        (b"url\tsize\nhttp://h/0.jpg\t1000\n", "looks like TSV", "--input-format tsv"),
+        (b'[{"url": "http://h/0.jpg"}]\n', "looks like JSON", "--input-format json"),
+        (b'{"url": "http://h/0.jpg"}\n', "looks like JSON", "jsonl"),
+    ],
+)
+def test_stdin_that_looks_like_a_manifest_needs_its_format(
+    data: bytes,
+    found: str,
+    fix: str,
+    rangeserver: RangeHTTPServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stdin_bytes(monkeypatch, data)
+    code, _, err = cli(capsys, "-i", "-", "-d", str(tmp_path / "out"))
+    assert code == 2, err
+    line = one_line_error(err)
+    assert "standard input" in line and found in line and fix in line and "line 1" in line
+    assert rangeserver.requests == []
+
+
+def test_stdin_with_its_format_named_is_read(
+    rangeserver: RangeHTTPServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = payload(2000, seed=9)
+    served = serve_file(rangeserver, "/0.jpg", data)
+    stdin_bytes(monkeypatch, f"url,size,class\n{served.url},2000,cat\n".encode())
+    dest = tmp_path / "out"
+    code, _, err = cli(
+        capsys, "-i", "-", "--input-format", "csv", "-d", str(dest), "--template", "{class}/{name}"
+    )
+    assert code == 0, err
+    assert (dest / "cat" / "0.jpg").read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "argv", "words"),
+    [
+        (
+            "m.jsonl",
+            '{"url": "http://h/0.jpg", "id": 0}\n',
+            ["--url-field", "link"],
+            ["line 1 has no field 'link'", "--url-field", "'url', 'id'"],
+        ),
+        (
+            "m.json",
+            '[{"url": "http://h/0.jpg", "id": 0}, {"url": "http://h/1.jpg", "id": 1}]',
+            ["--url-field", "link"],
+            ["record 1 has no field 'link'", "'url', 'id'"],
+        ),
+        (
+            "m.json",
+            '[{"url": "http://h/0.jpg", "id": 0, "class": "cat"}]',
+            ["--template", "{klass}/{id}.jpg"],
+            ["record 1 has no field 'klass'", "'class'"],
+        ),
+        (
+            "m.csv",
+            "url,id\nhttp://h/0.jpg,0\n",
+            ["--template", "{klass}/{name}"],
+            ["line 2 has no field 'klass'", "'url', 'id'"],
+        ),
+        ("m.txt", "http://h/0.jpg\n", ["--url-field", "link"], ["--url-field", "read as txt"]),
+    ],
+)
+def test_fields_missing_from_the_first_record_are_usage_errors(
+    name: str,
+    content: str,
+    argv: list[str],
+    words: list[str],
+    rangeserver: RangeHTTPServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = tmp_path / name
+    manifest.write_text(content)
+    code, _, err = cli(capsys, "-i", str(manifest), "-d", str(tmp_path / "out"), *argv)
+    assert code == 2, err
+    line = one_line_error(err)
+    for word in words:
+        assert word in line, line
+    assert rangeserver.requests == []
+
+
+def test_json_items_are_numbered_as_records_in_every_message(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A template error used to say "line 2" for the second record of a one-line JSON file,
+    and a missing URL "record 2"."""
+    data = payload(1500)
+    served = serve_file(rangeserver, "/0.jpg", data)
+    manifest = tmp_path / "m.json"
+    records = [
+        {"url": served.url, "id": 0, "klass": "cat"},
+        {"url": served.url + "?1", "id": 1},
+        {"link": served.url, "id": 2, "klass": "cat"},
+    ]
+    manifest.write_text(json.dumps(records))  # one line
+    dest = tmp_path / "out"
+    report = tmp_path / "r.jsonl"
+    code, _, err = cli(
+        capsys,
+        "-i",
+        str(manifest),
+        "-d",
+        str(dest),
+        "--template",
+        "{klass}/{id}.jpg",
+        "--report",
+        str(report),
+    )
+    assert code == 1, err
+    assert (dest / "cat" / "0.jpg").read_bytes() == data
+    rows = {row["index"]: row for row in map(json.loads, report.read_text().splitlines())}
+    assert rows[1]["error"] == "record 2: the record has no field 'klass'"
+    assert rows[2]["error"] == "record 3: no 'url' field"
 
 
 # --- item 9: small surprises -----------------------------------------------------------------
