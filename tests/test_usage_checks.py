@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from fakes import payload
-from rangeserver import RangeHTTPServer, serve_file, serve_files
+from rangeserver import Faults, RangeHTTPServer, serve_file, serve_files
 
-from segdl.cli import main
+from segdl.cli import batch_options, build_parser, main
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -40,6 +40,96 @@ def one_line_error(err: str) -> str:
 
 def stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+# --- item 3: options that cannot apply ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "option", "needs"),
+    [
+        (["--template", "{stem}-x{ext}"], "--template", "several URLs or -i"),
+        (["--records", "foo"], "--records", "-i FILE"),
+        (["--url-field", "link"], "--url-field", "-i FILE"),
+        (["--input-format", "csv"], "--input-format", "-i FILE"),
+        (["--window", "16M"], "--window", "-o -"),
+        (["-o", "-", "--report", "r.csv"], "--report", "not with -o -"),
+        (["-o", "-", "--accept", "image/*"], "--accept", "not with -o -"),
+    ],
+)
+def test_options_that_cannot_apply_to_one_url_are_usage_errors(
+    extra: list[str],
+    option: str,
+    needs: str,
+    rangeserver: RangeHTTPServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    served = serve_file(rangeserver, "/big.bin", payload(3000))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, served.url, *extra)
+    assert code == 2, err
+    line = one_line_error(err)
+    assert option in line and needs in line
+    assert out == ""
+    assert rangeserver.requests == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_window_with_a_stream_is_still_accepted(
+    rangeserver: RangeHTTPServer, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    data = payload(5000)
+    served = serve_file(rangeserver, "/s.bin", data)
+    assert main([served.url, "-o", "-", "--window", "16M", "-q"]) == 0
+    assert capsysbinary.readouterr().out == data
+
+
+def test_report_and_accept_work_for_one_url(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: it used to save the octet-stream file, exit 0 and write no report."""
+    served = serve_file(rangeserver, "/big.bin", payload(3000))
+    dest = tmp_path / "out"
+    report = tmp_path / "r.csv"
+    code, _, err = cli(
+        capsys, served.url, "-d", str(dest), "--report", str(report), "--accept", "image/*"
+    )
+    assert code == 1, err
+    assert "application/octet-stream" in err
+    assert not dest.exists() or list(dest.iterdir()) == []  # no file, no journal
+    [row] = report.read_text().splitlines()[1:]
+    assert row.startswith(f"0,{served.url},") and ",failed," in row
+
+
+def test_report_for_one_url_with_o_creating_its_folders(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = payload(5000, seed=3)
+    served = serve_file(rangeserver, "/f.bin", data, Faults(content_type="image/png"))
+    target = tmp_path / "new" / "sub" / "f.bin"
+    report = tmp_path / "r.jsonl"
+    args = ["-o", str(target), "--report", str(report), "--accept", "image/*", "-q"]
+    code, _, err = cli(capsys, served.url, *args)
+    assert code == 0, err
+    assert target.read_bytes() == data
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]  # no .segdl journal
+    [row] = [json.loads(line) for line in report.read_text().splitlines()]
+    assert (row["status"], row["path"], row["bytes"], row["http_status"]) == (
+        "ok",
+        "f.bin",
+        5000,
+        206,
+    )
+    # Run again: the file exists, and for one URL that is an error (exit 1), as without
+    # --report; the file is left alone.
+    rangeserver.reset_stats()
+    code, _, err = cli(capsys, served.url, *args)
+    assert code == 1, err
+    assert "already exists" in err
+    assert target.read_bytes() == data
+    assert json.loads(report.read_text())["status"] == "failed"
 
 
 # --- item 4: input mistakes found in the first records -------------------------------------
@@ -222,3 +312,23 @@ def test_o_does_not_create_folders_through_a_dangling_link(
     assert "link exists and is not a directory" in one_line_error(err)
     assert not elsewhere.exists()
     assert rangeserver.requests == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["http://h/a"], "error"),
+        (["http://h/a", "--dask", "local:2"], "error"),
+        (["http://h/a", "--report", "r.csv"], "error"),
+        (["http://h/a", "http://h/b", "--dask", "local:2"], "skip"),
+        (["-i", "list.txt", "--dask", "local:2"], "skip"),
+        (["http://h/a", "--dask", "local:2", "--if-exists", "skip"], "skip"),
+    ],
+)
+def test_one_url_keeps_one_existing_file_rule_however_it_runs(
+    argv: list[str], expected: str
+) -> None:
+    """`--dask local:2` with one URL whose file exists exited 0 ("1 skipped") while the same
+    without --dask exits 1. Local and cluster batches take their options from batch_options."""
+    args = build_parser().parse_args(argv)
+    assert batch_options(args, True)["if_exists"] == expected
