@@ -411,7 +411,11 @@ def _output_as_item(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         safe = ""
     if safe != name:
         # A batch sanitizes the names it is given; a different name than asked is no answer.
-        parser.error(f"-o {args.output}: with --report or --accept, give a plain file name")
+        becomes = f"would save it as {safe!r}" if safe else "cannot save it under that name"
+        parser.error(
+            f"-o {args.output}: with --report or --accept, give a plain file name "
+            f"(a batch of one {becomes})"
+        )
     args.dir = str(path.parent)
     args.output = None
     args.urls = [(args.urls[0], name)]

@@ -55,6 +55,7 @@ def stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
         (["--window", "16M"], "--window", "-o -"),
         (["-o", "-", "--report", "r.csv"], "--report", "not with -o -"),
         (["-o", "-", "--accept", "image/*"], "--accept", "not with -o -"),
+        (["-o", ".hidden", "--report", "r.csv"], "-o .hidden", "would save it as '_hidden'"),
     ],
 )
 def test_options_that_cannot_apply_to_one_url_are_usage_errors(
