@@ -1,6 +1,7 @@
 """The `segdl` command: argparse, listener choice, one-line errors and exit codes.
 
-One URL is a single download; several URLs or `-i FILE` make a batch. Exit codes: 0 success
+One URL is a single download (a batch of one with --report or --accept, keeping one URL's
+rules); several URLs or `-i FILE` make a batch. Exit codes: 0 success
 (every item ok or skipped), 1 a failed download (a batch still ran to its end), 2 usage error,
 130 interrupted (resumable).
 """
