@@ -342,20 +342,28 @@ def _target(
         path = Path(dest)
         if path.is_dir():
             raise DestinationError(f"{path} is a directory (give a file name, or use a directory)")
-        parent = path.parent
-        if not parent.is_dir():
-            raise DestinationError(f"directory {parent} does not exist")
+        # Missing folders are created for a file as for a directory (as aria2c does).
+        _make_folder(path.parent)
         return _Target(path, None)
     folder = Path(directory) if directory is not None else Path.cwd()
+    _make_folder(folder)
+    return _Target(None, folder)
+
+
+def _make_folder(folder: Path) -> None:
+    """`folder` and its missing parents, created. Only what is missing is made, one mkdir
+    each, and mkdir never follows a link at the name it creates: nothing is created through
+    a link planted where a new folder goes (a dangling one is refused, not followed)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise DestinationError(f"{folder} exists and is not a directory") from None
+    except FileExistsError as exc:
+        # The part of the path that stands in the way (a file, a dangling link).
+        blocker = exc.filename or folder
+        raise DestinationError(f"{blocker} exists and is not a directory") from None
     except OSError as exc:
         raise destination_error(exc, folder, "create directory") from None
     if not folder.is_dir():
         raise DestinationError(f"{folder} exists and is not a directory")
-    return _Target(None, folder)
 
 
 def _final_path(target: _Target, info: RemoteInfo) -> Path:

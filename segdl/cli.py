@@ -1,6 +1,7 @@
 """The `segdl` command: argparse, listener choice, one-line errors and exit codes.
 
-One URL is a single download; several URLs or `-i FILE` make a batch. Exit codes: 0 success
+One URL is a single download (a batch of one with --report or --accept, keeping one URL's
+rules); several URLs or `-i FILE` make a batch. Exit codes: 0 success
 (every item ok or skipped), 1 a failed download (a batch still ran to its end), 2 usage error,
 130 interrupted (resumable).
 """
@@ -24,10 +25,13 @@ from .api import open as segdl_open
 from .batch.manifest import FORMATS, read_manifest
 from .batch.report import ReportRow, ReportWriter
 from .batch.run import ItemResult
+from .batch.template import DEFAULT as DEFAULT_TEMPLATE
+from .batch.template import Template, TemplateError, safe_relative
 from .engine import Result
 from .errors import Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
 from .progress import Listener, TqdmBatchListener, TqdmListener, human_size, plural
+from .stream import WINDOW_DEFAULT
 from .transport import silence_insecure_warnings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -229,14 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-format", choices=FORMATS, help="txt, csv, tsv, json or jsonl (default: by name)"
     )
     batch.add_argument(
-        "--url-field", default="url", metavar="NAME", help="the URL column or key (default url)"
+        "--url-field", metavar="NAME", help="the URL column or key of -i FILE (default url)"
     )
     batch.add_argument(
         "--records", metavar="PATH", help="dotted path of the array in a json object (images)"
     )
     batch.add_argument(
         "--template",
-        default="{name}",
         metavar="TEMPLATE",
         help="file name relative to -d from the record's fields, e.g. '{class}/{id}.jpg'; "
         "also {name}, {stem}, {ext}, {index} (default {name})",
@@ -257,10 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--accept",
         type=_accept,
         metavar="TYPES",
-        help="accepted Content-Types, comma-separated (image/*): others are failed items",
+        help="accepted Content-Types, comma-separated (image/*): others are failed items "
+        "(one URL too)",
     )
     batch.add_argument(
-        "--report", metavar="FILE", help="one row per item, JSON Lines (.jsonl) or CSV (.csv)"
+        "--report",
+        metavar="FILE",
+        help="one row per item, JSON Lines (.jsonl) or CSV (.csv) (one URL too)",
     )
     batch.add_argument(
         "--no-journal",
@@ -275,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--window",
         type=_size,
-        default=64 << 20,
         metavar="SIZE",
-        help="with -o -: bytes fetched ahead of what stdout has taken (default 64M)",
+        help="with -o - (or --extract DIR, one URL): bytes fetched ahead of the reader "
+        "(default 64M)",
     )
     from .archive.command import add_arguments as add_extract_arguments
 
@@ -327,15 +333,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench_main(args_list[1:])
     parser = build_parser()
     args = parser.parse_args(args_list)
-    is_batch = args.input_file is not None or len(args.urls) > 1
-    is_batch = is_batch or args.dask is not None or args.dask_scheduler_file is not None
-    if not is_batch and not args.urls:
+    several = _several(args)
+    if not several and not args.urls:
         parser.error("give a URL, several URLs, or -i FILE")
-    if is_batch and args.output:
+    _check_usage(parser, args, several)
+    on_cluster = args.dask is not None or args.dask_scheduler_file is not None
+    # One URL with --report or --accept runs as a batch of one: the batch writes the report
+    # row (HTTP status, attempts, error) and fails an unwanted type without a file.
+    is_batch = several or on_cluster or bool(args.report or args.accept)
+    if args.output and several:
         parser.error("-o names one file: with several URLs or -i, use -d DIR (and --template)")
+    if args.output and on_cluster:
+        parser.error("-o FILE: not with --dask (a cluster saves into -d DIR)")
+    if is_batch and args.output:
+        _output_as_item(parser, args)
     from .archive.command import check_arguments as check_extract_arguments
 
     check_extract_arguments(parser, args, is_batch)
+    # Defaults filled in only now: the checks above needed to know what was given.
+    args.template = DEFAULT_TEMPLATE if args.template is None else args.template
+    args.window = WINDOW_DEFAULT if args.window is None else args.window
     stderr = sys.stderr
     verify: bool | str = True
     if args.insecure:
@@ -355,6 +372,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _single(args, verify, stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _several(args: argparse.Namespace) -> bool:
+    """Whether the command names several items (URLs or -i) rather than one URL. One URL
+    keeps the rules of one download (--if-exists error, no --template) however it runs."""
+    return args.input_file is not None or len(args.urls) > 1
+
+
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace, several: bool) -> None:
+    """Options that would do nothing here are usage errors naming what they need."""
+    for option, given in (
+        ("--input-format", args.input_format is not None),
+        ("--url-field", args.url_field is not None),
+        ("--records", args.records is not None),
+    ):
+        if given and args.input_file is None:
+            parser.error(f"{option}: only with -i FILE (it reads the records of a manifest)")
+    if args.template is not None and not several:
+        parser.error(
+            "--template: only with several URLs or -i FILE (with one URL, -o FILE names the file)"
+        )
+    streamed = args.output == "-" or (args.extract is not None and not several)
+    if args.window is not None and not streamed:
+        parser.error("--window: only with -o - (or --extract DIR with one URL)")
+    chosen = [o for o, v in (("--report", args.report), ("--accept", args.accept)) if v]
+    if chosen and not several and streamed:
+        parser.error(
+            f"{', '.join(chosen)}: with one URL, not with -o - or --extract "
+            "(they apply to files saved by a download or a batch)"
+        )
+
+
+def _output_as_item(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`-o FILE` for one URL run as a batch: the batch's folder is FILE's, the item its name."""
+    path = Path(args.output)
+    name = path.name
+    try:
+        safe = str(safe_relative(name))
+    except TemplateError:
+        safe = ""
+    if safe != name:
+        # A batch sanitizes the names it is given; a different name than asked is no answer.
+        becomes = f"would save it as {safe!r}" if safe else "cannot save it under that name"
+        parser.error(
+            f"-o {args.output}: with --report or --accept, give a plain file name "
+            f"(a batch of one {becomes})"
+        )
+    args.dir = str(path.parent)
+    args.output = None
+    args.urls = [(args.urls[0], name)]
 
 
 def _common(args: argparse.Namespace, verify: bool | str) -> dict[str, object]:
@@ -481,11 +548,14 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
 
             extraction = BatchExtraction(args)
             directory = extraction.download_dir
+        options = batch_options(args, verify)
+        if not _several(args):
+            options["journal"] = False  # a batch of one keeps none, as `segdl URL` keeps none
         results = iter_download_many(
             items,  # type: ignore[arg-type]
             directory,
             listener=listener,
-            **batch_options(args, verify),  # type: ignore[arg-type]
+            **options,  # type: ignore[arg-type]
         )
         return results if extraction is None else extraction.results(results)
 
@@ -504,7 +574,9 @@ def batch_options(args: argparse.Namespace, verify: bool | str) -> dict[str, obj
         "per_host": args.per_host,
         "template": args.template,
         "accept": args.accept,
-        "if_exists": args.if_exists or "skip",
+        # One rule whatever runs it (here, a batch of one, a cluster): an existing file is an
+        # error for one URL, as `segdl URL` says; a batch skips it.
+        "if_exists": args.if_exists or ("skip" if _several(args) else "error"),
         "journal": not args.no_journal,
         **_common(args, verify),
     }
@@ -535,6 +607,8 @@ def run_batch_command(
                 format=args.input_format,
                 url_field=args.url_field,
                 records=args.records,
+                # A field no record has would fail every item: the first record tells now.
+                fields=Template.parse(args.template).record_fields,
             )
         else:
             items = args.urls

@@ -57,10 +57,29 @@ def check_url(url: str) -> str:
     except ValueError as exc:
         raise InvalidURLError(f"invalid URL {url!r}: {exc}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidURLError(f"unsupported URL scheme {parts.scheme or '(none)'!r} in {url!r}")
+        raise InvalidURLError(
+            f"unsupported URL scheme {parts.scheme or '(none)'!r} in {url!r}{_did_you_mean(url)}"
+        )
     if not parts.hostname:
         raise InvalidURLError(f"URL has no host: {url!r}")
     return url
+
+
+def _did_you_mean(url: str) -> str:
+    """A hint for a URL written without its scheme (``host:port/path``), else ""."""
+    if "://" in url or not ("/" in url or ":" in url):
+        return ""
+    guess = "http://" + url
+    try:
+        parts = urlsplit(guess)
+        parts.port  # noqa: B018 - raises ValueError on a bad port ("mailto:x")
+    except ValueError:
+        return ""
+    host = parts.hostname or ""
+    # A dotted name, an address or localhost: not a word before a colon ("c:/x", "urn:x").
+    if "." not in host and ":" not in host and host != "localhost":
+        return ""
+    return f"; did you mean {guess}?"
 
 
 def silence_insecure_warnings() -> None:

@@ -5,6 +5,7 @@ Pure tests: inputs are bytes in memory or small files under tmp_path, never a so
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import gzip
 import io
@@ -74,10 +75,10 @@ def test_format_is_detected_from_the_path(tmp_path: Path) -> None:
     path = tmp_path / "list.jsonl"
     path.write_bytes(b'{"url": "http://h/a"}\n')
     assert list(read_manifest(path)) == [rec(0, 1, "http://h/a")]
-    # An explicit format wins over the name: read as a URL list, the line is no URL.
-    [item] = read_manifest(str(path), format="txt")
-    assert isinstance(item, BadRecord)
-    assert "unsupported URL scheme" in item.error
+    # An explicit format wins over the name: read as a URL list, the line is no URL (and an
+    # input whose only record is unusable is a usage error).
+    with pytest.raises(UsageError, match=r"read as txt.*unsupported URL scheme"):
+        read_manifest(str(path), format="txt")
 
 
 # --- txt (aria2c input file) -----------------------------------------------------------
@@ -378,9 +379,10 @@ def test_json_array_and_field_conversion() -> None:
             "no": "false",
             "tag": "x",
         },
+        unit="record",
     )
     assert items[5] == Record(
-        5, 6, ("http://m1/a", "https://m2/a"), {"url": "http://m1/a", "id": "m"}
+        5, 6, ("http://m1/a", "https://m2/a"), {"url": "http://m1/a", "id": "m"}, unit="record"
     )
     assert errors(items) == {
         1: "record 2: an array, not an object",
@@ -404,7 +406,7 @@ def test_json_array_and_field_conversion() -> None:
 def test_json_records_path(document: object, records: str) -> None:
     data = json.dumps(document).encode()
     assert read(data, format="json", records=records, url_field="u") == [
-        Record(0, 1, ("http://h/a",), {"u": "http://h/a"})
+        Record(0, 1, ("http://h/a",), {"u": "http://h/a"}, unit="record")
     ]
 
 
@@ -478,7 +480,7 @@ def test_jsonl_too_long_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_huge_reasons_are_cut_to_one_short_line() -> None:
-    [bad] = read(b"ftp://h/" + b"x" * 5000 + b"\n")
+    bad, _ = read(b"ftp://h/" + b"x" * 5000 + b"\nhttp://h/ok\n")
     assert isinstance(bad, BadRecord)
     assert len(bad.error) < 400
     assert bad.error.endswith("...")
@@ -501,8 +503,10 @@ def test_gzip_by_magic_bytes(tmp_path: Path, fmt: str) -> None:
     data = JSONL if fmt == "jsonl" else b'[{"url": "http://h/a"}, {"url": "http://h/b"}]'
     path = tmp_path / f"list.{fmt}"  # no .gz: only the first bytes tell
     path.write_bytes(gzip.compress(data))
-    assert list(read_manifest(path)) == JSONL_ITEMS
-    assert read(gzip.compress(data), format=fmt) == JSONL_ITEMS
+    unit = "record" if fmt == "json" else "line"
+    expected = [dataclasses.replace(item, unit=unit) for item in JSONL_ITEMS]
+    assert list(read_manifest(path)) == expected
+    assert read(gzip.compress(data), format=fmt) == expected
 
 
 @pytest.mark.parametrize("fmt", ["txt", "csv", "json"])
@@ -535,9 +539,9 @@ def test_gzip_truncated_before_the_first_record_is_a_usage_error() -> None:
     # Enough comment lines that the break comes after the first chunk, yet before any URL.
     body = b"".join(f"# comment {i}\n".encode() for i in range(200000)) + b"http://h/a\n"
     packed = gzip.compress(body, compresslevel=1)
-    reader = read_manifest(io.BytesIO(packed[: len(packed) // 2]))  # the start is fine
+    # The first record is read ahead at call time, so the call says it.
     with pytest.raises(UsageError, match="cannot read"):
-        next(reader)
+        read_manifest(io.BytesIO(packed[: len(packed) // 2]))
 
 
 # --- sources: paths, stdin, file objects ------------------------------------------------
@@ -678,3 +682,86 @@ def test_two_hundred_thousand_lines_stream_through(tmp_path: Path) -> None:
                 # Flat memory: the reader is only a buffer ahead of what it has yielded.
                 assert source.tell() < size // 20
     assert count == lines
+
+
+# --- the first records: the input as a whole ----------------------------------------------
+
+
+def test_bad_records_before_the_first_good_one_come_back_in_order() -> None:
+    data = b"".join(f"ftp://h/{i}\n".encode() for i in range(9)) + b"http://h/ok\nftp://h/x\n"
+    items = read(data)
+    assert [item.index for item in items] == list(range(11))
+    assert all(isinstance(item, BadRecord) for item in items[:9])
+    assert items[9] == rec(9, 10, "http://h/ok")
+    assert isinstance(items[10], BadRecord)
+
+
+@pytest.mark.parametrize("count", [1, 10])
+def test_an_input_starting_with_nothing_usable_is_a_usage_error(count: int) -> None:
+    data = b"".join(f"ftp://h/{i}\n".encode() for i in range(count)) + b"http://h/late\n" * (
+        count == 10
+    )
+    with pytest.raises(UsageError) as info:
+        read_manifest(io.BytesIO(data))
+    message = str(info.value)
+    assert message.startswith("the input, read as txt (one URL per line): ")
+    assert ("its only record is" if count == 1 else "its first 10 records are") in message
+    assert "line 1: unsupported URL scheme 'ftp'" in message
+
+
+def test_a_binary_file_is_refused_after_its_first_records_only(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    lines = [bytes(rng.getrandbits(8) | 0x80 for _ in range(50)) for _ in range(100_000)]
+    limit = 64 * 1024
+    with pytest.raises(UsageError, match="first 10 records are unusable: line 1: not valid"):
+        read_manifest(Guarded(b"\n".join(lines), limit))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [
+        (b"url,class\nhttp://h/a,cat\n", "csv"),
+        (b'{"url": "http://h/a", "class": "cat"}\n', "jsonl"),
+        (b'[{"url": "http://h/a", "class": "cat"}]', "json"),
+    ],
+)
+def test_fields_the_caller_needs_are_checked_on_the_first_record(data: bytes, fmt: str) -> None:
+    assert len(read(data, format=fmt, fields=["class"])) == 1  # type: ignore[arg-type]
+    where = "line 2" if fmt == "csv" else "record 1" if fmt == "json" else "line 1"
+    with pytest.raises(UsageError, match=f"{where} has no field 'klass' for the template"):
+        read_manifest(io.BytesIO(data), format=fmt, fields=["klass"])
+
+
+def test_fields_are_not_needed_when_out_names_the_file() -> None:
+    items = read(b"http://h/a\n  out=a.bin\n", fields=["klass"])  # type: ignore[arg-type]
+    assert items == [rec(0, 1, "http://h/a", out="a.bin")]
+
+
+def test_a_url_field_missing_only_later_is_one_bad_record() -> None:
+    items = read(b'{"u": "http://h/a"}\n{"v": "http://h/b"}\n', format="jsonl", url_field="u")
+    assert errors(items) == {1: "line 2: no 'u' field"}
+
+
+def test_txt_refuses_a_url_field() -> None:
+    with pytest.raises(UsageError, match="--url-field applies to csv"):
+        read_manifest(io.BytesIO(b"http://h/a\n"), url_field="link")
+
+
+@pytest.mark.parametrize(
+    "data", [b"url,size\nhttp://h/a,1\n", b"[1]\n", b'{"url": "http://h/a"}\n', b"url\tid\n"]
+)
+def test_guessed_txt_that_looks_like_a_manifest_is_a_usage_error(data: bytes) -> None:
+    with pytest.raises(UsageError, match=r"the input looks like (CSV|TSV|JSON) \(line 1: "):
+        read_manifest(io.BytesIO(data))
+
+
+def test_a_named_format_is_not_second_guessed(tmp_path: Path) -> None:
+    data = b"url,size\nhttp://h/a\n"
+    assert len(read(data, format="txt")) == 2
+    path = tmp_path / "list.txt"
+    path.write_bytes(data)
+    assert len(list(read_manifest(path))) == 2
+
+
+def test_a_url_with_a_comma_is_still_a_url() -> None:
+    assert read(b"http://h/a,b\n") == [rec(0, 1, "http://h/a,b")]

@@ -5,8 +5,10 @@ stream of `Record` (one file to fetch, with its mirrors and its fields for templ
 
 Everything but JSON is read a line at a time, so a manifest of millions of lines costs the
 same memory as a short one. Problems with the input as a whole (missing file, unknown
-format, a CSV without the URL column, JSON that does not parse) raise `UsageError` when
-`read_manifest` is called; a problem with one item only makes that item a `BadRecord`.
+format, a CSV without the URL column, JSON that does not parse, and what its first records
+show: none of them usable, the first without the URL field or a field the caller needs, a
+CSV or JSON read as a URL list) raise `UsageError` when `read_manifest` is called; a problem
+with one item only makes that item a `BadRecord`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
@@ -62,6 +64,19 @@ _URL_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 # A reason quoted in a BadRecord is cut so that a megabyte-long URL cannot flood a report.
 _MAX_REASON_CHARS = 300
 
+# Records read before the first one is handed out, at most, to judge the input as a whole: a
+# binary file or the wrong format fails them all. Reading stops at the first usable one, so
+# a good input starts at once, however slowly its producer writes.
+_HEAD = 10
+
+_EXPECTED = {
+    "txt": "one URL per line",
+    "csv": "a header row, then one record per line",
+    "tsv": "a header row, then one record per line",
+    "json": "an array of objects",
+    "jsonl": "one JSON object per line",
+}
+
 _JSON_TYPES = {
     dict: "an object",
     list: "an array",
@@ -87,6 +102,12 @@ class Record:
     fields: Mapping[str, str]  # scalar fields as strings, for templates; the URL field too
     out: str | None = None
     dir: str | None = None
+    unit: str = "line"  # what `line` counts: "line", or "record" in a json array
+
+    @property
+    def where(self) -> str:
+        """Where it is, as its BadRecord would say it: "line 3", "record 2"."""
+        return f"{self.unit} {self.line}"
 
 
 @dataclass(frozen=True)
@@ -101,33 +122,41 @@ class BadRecord:
 def detect_format(name: str) -> str:
     """The format a file name suggests by its extension (a trailing ``.gz`` ignored); txt when
     the extension says nothing."""
+    return _format_of(name) or "txt"
+
+
+def _format_of(name: str) -> str | None:
     base = os.path.basename(name).lower()
     if base.endswith(".gz"):
         base = base[:-3]
-    return _EXTENSIONS.get(os.path.splitext(base)[1], "txt")
+    return _EXTENSIONS.get(os.path.splitext(base)[1])
 
 
 def read_manifest(
     source: str | os.PathLike[str] | IO[bytes],
     *,
     format: str | None = None,
-    url_field: str = "url",
+    url_field: str | None = None,
     records: str | None = None,
+    fields: Iterable[str] = (),
 ) -> Generator[Record | BadRecord, None, None]:
     """Read the manifest `source` (a path, ``"-"`` for standard input, or a binary file
     object) as a stream of `Record` and `BadRecord`, in input order.
 
     `format` is one of `FORMATS`, by default guessed from the name. `url_field` names the
-    column or key holding the URL (or a list of mirror URLs) in csv, tsv, json and jsonl.
-    `records` is the dotted path of the array inside a json object (``data.items``).
-    txt records always carry their first URL as the field ``url``; `url_field` is for the
-    other formats. Gzip is recognised by a ``.gz`` name or by its magic bytes.
+    column or key holding the URL (or a list of mirror URLs) in csv, tsv, json and jsonl
+    (default ``url``). `records` is the dotted path of the array inside a json object
+    (``data.items``). txt records always carry their first URL as the field ``url``, and
+    refuse a `url_field`. Gzip is recognised by a ``.gz`` name or by its magic bytes.
+    `fields` are fields the caller will need (a template's): the first usable record must
+    have them, unless aria2 ``out=``/``dir=`` options name its file.
 
     Raises `UsageError` now, before anything is iterated, when the input as a whole is
-    unusable. Closing the generator closes a file it opened; standard input and file objects
-    passed in are left open.
+    unusable, which includes what its first records show (see the module docstring); only
+    those are read ahead, and only up to the first usable one. Closing the generator closes
+    a file it opened; standard input and file objects passed in are left open.
     """
-    reader = _read(source, format, url_field, records)
+    reader = _read(source, format, url_field, records, frozenset(fields))
     # Running up to the first yield opens and checks the input now, so usage errors surface
     # here rather than at the first next(); and a started generator closes its file when it
     # is dropped unread, which one never started would not.
@@ -234,45 +263,96 @@ class _Lines:
 def _read(
     source: str | os.PathLike[str] | IO[bytes],
     fmt: str | None,
-    url_field: str,
+    url_field: str | None,
     records: str | None,
+    fields: frozenset[str],
 ) -> Generator[Record | BadRecord | None, None, None]:
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown manifest format {fmt!r} (expected {', '.join(FORMATS)})")
-    if not url_field:
+    if url_field == "":
         raise UsageError("--url-field must not be empty")
     with ExitStack() as stack:
         stream, name = _open(source, stack)
+        # Named by nothing (standard input, a file without a known extension): the format is
+        # only a guess, which the first line may contradict.
+        guessed = fmt is None and _format_of(name) is None
         fmt = fmt or detect_format(name)
         if records is not None and fmt != "json":
             raise UsageError(f"--records applies to json input only, and {name} is read as {fmt}")
+        if url_field is not None and fmt == "txt":
+            raise UsageError(
+                f"--url-field applies to csv, tsv, json and jsonl input, and {name} is read as "
+                "txt (one URL per line; --input-format names another format)"
+            )
+        field = url_field or "url"
+        body: Iterator[Record | BadRecord]
         if fmt == "json":
-            items = _load_json_array(stream, name, records)
-            yield None
-            yield from _json_records(items, url_field)
-            return
-        lines = _Lines(stream)
-        if fmt in ("csv", "tsv"):
-            reader = csv.reader(lines, delimiter="," if fmt == "csv" else "\t")
-            header = _read_header(reader, lines, name, url_field)
-            body = _table_records(reader, lines, header, url_field)
+            body = _json_records(_load_json_array(stream, name, records), field, name)
         else:
-            try:
-                lines.check()
-            except _ReadError as exc:
+            lines = _Lines(stream)
+            if fmt in ("csv", "tsv"):
+                reader = csv.reader(lines, delimiter="," if fmt == "csv" else "\t")
+                header = _read_header(reader, lines, name, field)
+                body = _table_records(reader, lines, header, field)
+            else:
+                try:
+                    lines.check()
+                except _ReadError as exc:
+                    raise UsageError(f"cannot read {name}: {exc}") from None
+                if fmt == "txt":
+                    body = _txt_records(lines, name if guessed else None)
+                else:
+                    body = _jsonl_records(lines, field, name)
+        head: list[Record | BadRecord] = []
+        try:
+            for item in body:
+                head.append(item)
+                if isinstance(item, Record) or len(head) == _HEAD:
+                    break
+        except _ReadError as exc:
+            if not head:
                 raise UsageError(f"cannot read {name}: {exc}") from None
-            body = _txt_records(lines) if fmt == "txt" else _jsonl_records(lines, url_field)
+            head.append(_unreadable(len(head), exc))
+            body = iter(())
+        _check_head(head, name, fmt, guessed, fields)
         yield None
-        yielded = 0
+        yield from head
+        yielded = len(head)
         try:
             for item in body:
                 yield item
                 yielded += 1
         except _ReadError as exc:
-            if not yielded:
-                raise UsageError(f"cannot read {name}: {exc}") from None
             # Items are yielded in index order, so the count is the next index.
-            yield BadRecord(yielded, exc.line, f"line {exc.line}: cannot read further: {exc}")
+            yield _unreadable(yielded, exc)
+
+
+def _unreadable(index: int, exc: _ReadError) -> BadRecord:
+    return BadRecord(index, exc.line, f"line {exc.line}: cannot read further: {exc}")
+
+
+def _check_head(
+    head: list[Record | BadRecord], name: str, fmt: str, guessed: bool, fields: frozenset[str]
+) -> None:
+    """Usage errors from the first records (`head`: up to the first usable one)."""
+    first = head[-1] if head else None
+    if isinstance(first, Record):
+        missing = sorted(fields - first.fields.keys())
+        if missing and first.out is None and first.dir is None:
+            have = ", ".join(repr(k) for k in first.fields) or "none"
+            raise UsageError(
+                f"{name}: {first.where} has no field {missing[0]!r} for the template; "
+                f"its fields are: {have}"
+            )
+        return
+    bad = [item for item in head if isinstance(item, BadRecord)]  # all of them, here
+    if not bad:
+        return  # empty: nothing to do is no mistake
+    count = "its only record is" if len(bad) == 1 else f"its first {len(bad)} records are"
+    hint = "; if it is in another format, give --input-format" if guessed else ""
+    raise UsageError(
+        f"{name}, read as {fmt} ({_EXPECTED[fmt]}): {count} unusable: {bad[0].error}{hint}"
+    )
 
 
 def _open(source: str | os.PathLike[str] | IO[bytes], stack: ExitStack) -> tuple[_Stream, str]:
@@ -324,11 +404,13 @@ def _read_prefix(raw: IO[bytes], size: int) -> bytes:
 # --- txt: the aria2c input-file format ---------------------------------------------------
 
 
-def _txt_records(lines: _Lines) -> Iterator[Record | BadRecord]:
+def _txt_records(lines: _Lines, guessed: str | None = None) -> Iterator[Record | BadRecord]:
     """URL lines (TAB between mirrors), each followed by indented ``key=value`` option lines.
 
     A record is complete only when the next URL line or the end shows its options are over.
-    Blank and comment lines between them do not end the options.
+    Blank and comment lines between them do not end the options. `guessed` is the input's
+    name when nothing named its format: a first line of JSON or a CSV header is then a
+    UsageError rather than a list of odd URLs.
     """
     index = 0
     pending: _PendingTxt | None = None
@@ -364,12 +446,35 @@ def _txt_records(lines: _Lines) -> Iterator[Record | BadRecord]:
             if pending is not None:
                 pending.option(lines.lineno, stripped)
             continue
+        if guessed is not None and index == 0:
+            _sniff(stripped, guessed, lines.lineno)
         if pending is not None:
             yield pending.finish()
         pending = _PendingTxt(index, lines.lineno, stripped)
         index += 1
     if pending is not None:
         yield pending.finish()
+
+
+def _sniff(text: str, name: str, line: int) -> None:
+    """UsageError if the first URL line of an input read as txt by default is JSON or a
+    CSV/TSV header (no URL line starts with a bracket, and a header holds no URL)."""
+    if _UNDECODABLE.search(text) or "\x00" in text:
+        return  # not text at all: the first records will say so
+    if text[:1] in ("[", "{"):
+        found, formats = "JSON", "json or jsonl"
+    elif "://" not in text and ("," in text or "\t" in text):
+        found, formats = ("TSV" if "\t" in text else "CSV"), ("tsv" if "\t" in text else "csv")
+    else:
+        return
+    raise UsageError(
+        f"{name} looks like {found} (line {line}: {_quote(text)}), not a list of URLs: "
+        f"give --input-format {formats}"
+    )
+
+
+def _quote(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
 
 
 class _PendingTxt:
@@ -522,16 +627,30 @@ def _load_json_array(stream: _Stream, name: str, records: str | None) -> list[ob
     return node
 
 
-def _json_records(items: list[object], url_field: str) -> Iterator[Record | BadRecord]:
+def _json_records(items: list[object], url_field: str, name: str) -> Iterator[Record | BadRecord]:
     for index, item in enumerate(items):
         position = index + 1
         if not isinstance(item, dict):
             yield _bad(index, position, "record", f"{_json_type(item)}, not an object")
         else:
+            _check_first(index, position, "record", item, url_field, name)
             yield _object_record(index, position, "record", item, url_field)
 
 
-def _jsonl_records(lines: _Lines, url_field: str) -> Iterator[Record | BadRecord]:
+def _check_first(
+    index: int, line: int, where: str, item: dict[str, object], url_field: str, name: str
+) -> None:
+    """The first item lacking the URL field is the wrong --url-field, as for a CSV header.
+    (Raised while the first records are read ahead, before anything is handed out.)"""
+    if index == 0 and url_field not in item:
+        keys = ", ".join(repr(k) for k in item) or "none"
+        raise UsageError(
+            f"{name}: {where} {line} has no field {url_field!r} for the URL (choose one with "
+            f"--url-field); its fields are: {keys}"
+        )
+
+
+def _jsonl_records(lines: _Lines, url_field: str, name: str) -> Iterator[Record | BadRecord]:
     index = 0
     while True:
         try:
@@ -545,11 +664,13 @@ def _jsonl_records(lines: _Lines, url_field: str) -> Iterator[Record | BadRecord
         stripped = text.strip()
         if not stripped:
             continue
-        yield _jsonl_record(index, lines.lineno, stripped, url_field)
+        yield _jsonl_record(index, lines.lineno, stripped, url_field, name)
         index += 1
 
 
-def _jsonl_record(index: int, line: int, text: str, url_field: str) -> Record | BadRecord:
+def _jsonl_record(
+    index: int, line: int, text: str, url_field: str, name: str
+) -> Record | BadRecord:
     if _UNDECODABLE.search(text):
         return _bad(index, line, "line", "not valid UTF-8")
     try:
@@ -558,6 +679,7 @@ def _jsonl_record(index: int, line: int, text: str, url_field: str) -> Record | 
         return _bad(index, line, "line", str(exc))
     if not isinstance(item, dict):
         return _bad(index, line, "line", f"{_json_type(item)}, not an object")
+    _check_first(index, line, "line", item, url_field, name)
     return _object_record(index, line, "line", item, url_field)
 
 
@@ -602,7 +724,7 @@ def _record(
     except _Invalid as exc:
         return _bad(index, line, where, str(exc))
     fields[url_field] = urls[0]
-    return Record(index, line, urls, fields)
+    return Record(index, line, urls, fields, unit=where)
 
 
 def _urls(value: object, url_field: str) -> tuple[str, ...]:

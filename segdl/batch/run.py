@@ -374,7 +374,7 @@ class Batch:
         try:
             relative, template, key = destination(record, self.batch.template)
         except TemplateError as exc:
-            self._put(self._failed(record, None, f"line {record.line}: {exc}"))
+            self._put(self._failed(record, None, f"{record.where}: {exc}"))
             return None
         if self.journal is not None:
             entry = self.journal.is_done(key, self.directory)

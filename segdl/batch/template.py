@@ -67,6 +67,11 @@ class Template:
         return frozenset(p.text for comp in self._components for p in comp if p.is_field)
 
     @property
+    def record_fields(self) -> frozenset[str]:
+        """The fields it takes from the record: the built-ins left out."""
+        return self.fields - _NAME_FIELDS - {"index"}
+
+    @property
     def needs_name(self) -> bool:
         """True if it uses ``{name}``, ``{stem}`` or ``{ext}``: the destination is then known
         only once the first response has told the remote's name."""

@@ -134,7 +134,7 @@ class Feeder(threading.Thread):
         try:
             relative, _, key = destination(record, self.template)
         except TemplateError as exc:
-            return ItemResult(record.index, url, None, "failed", error=f"line {record.line}: {exc}")
+            return ItemResult(record.index, url, None, "failed", error=f"{record.where}: {exc}")
         if relative is None:
             holder = claims.claim(f"\0{key}", url, record.index)
             if holder is None:

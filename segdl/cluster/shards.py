@@ -137,6 +137,8 @@ def encode_record(record: Record) -> str:
         item["o"] = record.out
     if record.dir is not None:
         item["d"] = record.dir
+    if record.unit != "line":
+        item["w"] = record.unit
     return _dumps(item) + "\n"
 
 
@@ -149,6 +151,7 @@ def decode_record(line: str) -> Record:
         fields={str(k): str(v) for k, v in item.get("f", {}).items()},
         out=item.get("o"),
         dir=item.get("d"),
+        unit=item.get("w", "line"),
     )
 
 
