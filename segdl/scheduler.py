@@ -279,4 +279,5 @@ class Scheduler:
                 host.cond.notify_all()
             workers, self._workers = self._workers, []
         for thread in workers:
-            thread.join(timeout=2.0)
+            if thread is not threading.current_thread():  # a worker closing it ends on return
+                thread.join(timeout=2.0)
