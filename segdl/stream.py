@@ -7,7 +7,8 @@ takes them in order and frees each piece as soon as it is read. When the reader 
 piece beyond the window is fetched (backpressure): memory stays within the window plus the
 pieces being hedged, whatever the size of the file. When the piece the reader waits for lags
 far behind the others, an idle connection fetches it again (hedging) and the first complete
-copy wins. A server without ranges gets one plain stream, read in the reader's thread.
+copy wins. A server without ranges gets one plain stream, read in the reader's thread; a seek
+back there starts it again from byte 0 (a seek forward reads on and discards).
 
 `RemoteFile` is what `segdl.open` returns; `fetch` reads a small file into memory.
 """
@@ -373,8 +374,10 @@ class _Abandon(Exception):
 class RemoteFile(io.RawIOBase):
     """A remote file read in order over several connections (see the module docstring).
 
-    Seekable when the server supports ranges: a seek inside the window keeps what is fetched,
-    one outside restarts the window there. `max_buffered` is the most bytes held at once.
+    Seekable everywhere: with ranges, a seek inside the window keeps what is fetched, one
+    outside restarts the window there; on a server without ranges, a seek forward reads on
+    and discards, a seek back starts the plain stream again from byte 0. `max_buffered` is
+    the most bytes held at once.
     """
 
     def __init__(
@@ -408,6 +411,7 @@ class RemoteFile(io.RawIOBase):
         )
         self._ranges = False  # the job is the scheduler's: its workers fetch the pieces
         self._single: Body | None = None
+        self._single_pos = 0  # the byte the plain stream gives next
         self._single_slot = False
         self._checks = [c for c in (options.checksum, server_digest(info.digest)) if c]
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]
@@ -448,7 +452,8 @@ class RemoteFile(io.RawIOBase):
         return True
 
     def seekable(self) -> bool:
-        return self._ranges or self.size == 0
+        self._check_open()
+        return True
 
     def tell(self) -> int:
         self._check_open()
@@ -463,7 +468,8 @@ class RemoteFile(io.RawIOBase):
             target = job.pos + offset
         elif whence == io.SEEK_END:
             if self.size is None:
-                raise io.UnsupportedOperation("the size of the remote file is unknown")
+                self._single_to(None)  # no size announced: the end of the plain stream tells
+            assert self.size is not None
             target = self.size + offset
         else:
             raise ValueError(f"invalid whence {whence}")
@@ -471,8 +477,6 @@ class RemoteFile(io.RawIOBase):
             raise ValueError(f"negative seek position {target}")
         if target == job.pos:
             return target
-        if not self.seekable():
-            raise io.UnsupportedOperation("the server does not support ranges")
         with job.lock:
             job.pos = target
             job.drop_outside()
@@ -567,22 +571,52 @@ class RemoteFile(io.RawIOBase):
 
     def _read_single(self, view: memoryview) -> int:
         """No ranges: one plain GET, read in this thread (no reordering to do)."""
-        if self._single is None:
-            single = self._open_single()
-            skip = self._job.pos  # a fallback after some bytes came in ranges: skip those
-            scratch = bytearray(min(skip, 1 << 20))
-            while skip:
-                n = single.readinto(memoryview(scratch)[: min(skip, len(scratch))])
-                if not n:
-                    raise TruncatedError("the plain stream ended before the position reached")
-                skip -= n
+        if not self._single_to(self._job.pos):
+            return 0
         assert self._single is not None
         n = self._single.readinto(view)
+        if not n:
+            self._single_ended()
+        self._single_pos += n
         self._job.fetched += n
         self._job.pos += n
         return n
 
-    def _open_single(self) -> Body:
+    def _single_to(self, target: int | None) -> bool:
+        """Bring the plain stream to byte `target` (None: to its end); False when it ends first.
+
+        The bytes before `target` are read and discarded (a seek forward, or a fallback after
+        some bytes came in ranges); a stream already past `target` (a seek back) starts again
+        from byte 0, since the server has no ranges to start it elsewhere.
+        """
+        if self._single is not None and target is not None and self._single_pos > target:
+            self._close_single()
+        if self._single is None:
+            self._open_single()
+        assert self._single is not None
+        scratch: memoryview | None = None
+        while target is None or self._single_pos < target:
+            if scratch is None:
+                scratch = memoryview(bytearray(1 << 20))
+            left = len(scratch) if target is None else min(target - self._single_pos, len(scratch))
+            n = self._single.readinto(scratch[:left])
+            if not n:
+                self._single_ended()
+                return False
+            self._single_pos += n
+            self._job.fetched += n
+        return True
+
+    def _single_ended(self) -> None:
+        """The plain stream ended cleanly: at the announced size, or it tells the size."""
+        if self.size is None:
+            self.size = self._single_pos
+        elif self._single_pos < self.size:
+            raise TruncatedError(
+                f"the plain stream ended after {self._single_pos} of {self.size} bytes"
+            )
+
+    def _open_single(self) -> None:
         key = host_key(self.info.final_url)
         policy = RetryPolicy(total=self.options.retries)
         while True:
@@ -592,12 +626,13 @@ class RemoteFile(io.RawIOBase):
                 self._single = self.transport.open_stream(
                     self.info.final_url, 0, validators=self.info.validators
                 )
+                self._single_pos = 0
                 if self.size is not None and self._single.length not in (None, self.size):
                     raise RemoteChangedError(
                         f"the server now announces {self._single.length} bytes instead of "
                         f"{self.size}"
                     )
-                return self._single
+                return
             except (NetworkError, HTTPStatusError) as exc:
                 self._close_single()
                 policy = self._job.wait(policy, exc)

@@ -1,4 +1,4 @@
-"""What a `segdl.open` object holds, and when it lets go.
+"""What a `segdl.open` object holds, and when it lets go; seeks on servers without ranges.
 
 A file object dropped unclosed must release everything when collected, as `io` objects do:
 its worker threads, its sockets (also those opened in the workers), its file descriptors,
@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 import weakref
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -182,4 +183,54 @@ def test_scheduler_closed_from_its_own_worker(leaks: Leaks) -> None:
     scheduler.add_job(job)
     assert job.done.wait(HANG_GUARD)
     assert wait_for(lambda: segdl_threads() == []), segdl_threads()
+    leaks.check()
+
+
+# --- item 6: seeks on a server that ignores ranges --------------------------------------------
+
+
+def test_seek_back_where_the_server_ignores_ranges(
+    rangeserver: RangeHTTPServer, leaks: Leaks
+) -> None:
+    """The server advertises ranges but answers each with the whole file: seekable() and
+    seek() agree; a seek back starts one plain stream again from byte 0."""
+    data = pattern_bytes(3 * MiB + 5, 33)
+    served = serve_file(rangeserver, "/f.bin", data, Faults(ignore_range=True))
+    with open_stream(served.url, connections=4, window=MiB) as f:
+        assert f.seekable()
+        assert read_exact(f, 1000) == data[:1000]
+        assert f.seekable()
+        assert f.seek(0) == 0
+        assert read_exact(f, 2000) == data[:2000]
+        assert f.seek(-7, io.SEEK_END) == len(data) - 7
+        assert f.read() == data[-7:]
+        assert f.seek(MiB) == MiB
+        assert f.read() == data[MiB:]
+    plain = [r for r in served.gets() if r.range_header is None]
+    assert len(plain) == 3  # the first plain stream, and one per seek back
+    assert all(r.status == 200 for r in served.gets())
+    leaks.check()
+
+
+def test_zipfile_where_the_server_ignores_ranges(
+    rangeserver: RangeHTTPServer, leaks: Leaks
+) -> None:
+    """zipfile seeks to the end, then back to each member: it works there too."""
+    members = {
+        "a.txt": b"first member\n" * 3000,
+        "b.bin": pattern_bytes(700 * KiB, 34),
+        "c.txt": b"last\n" * 5000,
+    }
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as z:
+        for name, content in members.items():
+            z.writestr(name, content, compress_type=zipfile.ZIP_DEFLATED)
+    served = serve_file(rangeserver, "/a.zip", raw.getvalue(), Faults(ignore_range=True))
+    with (
+        open_stream(served.url, connections=2, window=256 * KiB) as f,
+        zipfile.ZipFile(f) as z,  # type: ignore[arg-type]
+    ):
+        assert z.namelist() == list(members)
+        assert {name: z.read(name) for name in reversed(members)} == members
+    assert all(r.status == 200 for r in served.gets())
     leaks.check()
