@@ -365,6 +365,9 @@ class _StreamJob:
                 self.error = exc
             self.arrived.notify_all()
         self.halt.set()
+        # Out of the workers' reach: the error, once the reader raises it, holds the reader's
+        # frames, and so its RemoteFile, which nothing of the workers may keep alive.
+        self.scheduler.remove_job(self)
 
 
 class _Abandon(Exception):
