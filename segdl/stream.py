@@ -104,8 +104,8 @@ class _StreamJob:
     It holds no reference to its `RemoteFile`, and nothing of the workers' holds the
     `RemoteFile` either: a file object dropped unclosed is freed at once, in the thread that
     dropped it, and closed there as any `io` object is (`IOBase.__del__`), which halts this
-    job and closes its connections. A worker never keeps it alive, fetching on, nor runs its
-    close (which joins the workers).
+    job and closes its connections; a worker never keeps it alive, fetching on. (One left in
+    a cycle, e.g. by the error it raised, is closed by the collector, in whatever thread.)
     """
 
     def __init__(
