@@ -284,9 +284,10 @@ def open(
     """Open `url` as a binary file object read in order over `connections` connections.
 
     At most `window` bytes are fetched ahead of the reader (memory stays within the window
-    plus a piece per connection); `seek` works when the server supports ranges. `checksum`
-    and the server's digest are checked when the end is read from the start in order. Close
-    it (or use `with`) to stop every connection. Errors derive from `segdl.SegdlError`.
+    plus a piece per connection); `seek` works everywhere (without ranges, a seek back
+    starts a plain GET again from byte 0). `checksum` and the server's digest are checked
+    when the end is read from the start in order. Close it (or use `with`) to stop every
+    connection. Errors derive from `segdl.SegdlError`.
     """
     check_url(url)
     if window < 1:

@@ -269,6 +269,8 @@ class Scheduler:
                 with self._lock:
                     job.workers -= 1
                     self._freed(self._hosts[job.host])
+            # An idle worker keeps no job alive (nor what its job holds, e.g. a stream's error).
+            del picked, job, claim
 
     def close(self) -> None:
         """Stop the workers once they finish what they hold (jobs must have been halted)."""
@@ -279,4 +281,5 @@ class Scheduler:
                 host.cond.notify_all()
             workers, self._workers = self._workers, []
         for thread in workers:
-            thread.join(timeout=2.0)
+            if thread is not threading.current_thread():  # a worker closing it ends on return
+                thread.join(timeout=2.0)

@@ -7,7 +7,8 @@ takes them in order and frees each piece as soon as it is read. When the reader 
 piece beyond the window is fetched (backpressure): memory stays within the window plus the
 pieces being hedged, whatever the size of the file. When the piece the reader waits for lags
 far behind the others, an idle connection fetches it again (hedging) and the first complete
-copy wins. A server without ranges gets one plain stream, read in the reader's thread.
+copy wins. A server without ranges gets one plain stream, read in the reader's thread; a seek
+back there starts it again from byte 0 (a seek forward reads on and discards).
 
 `RemoteFile` is what `segdl.open` returns; `fetch` reads a small file into memory.
 """
@@ -20,7 +21,6 @@ import io
 import mmap
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,42 +98,276 @@ class _Claim:
 
 
 class _StreamJob:
-    """The pieces of one stream, as the scheduler's workers see them (a `RangeJob`)."""
+    """The pieces of one stream: the state its reader (a `RemoteFile`) shares with the
+    scheduler's workers, and the workers' side of it (a `RangeJob`).
 
-    def __init__(self, owner: RemoteFile, connections: int) -> None:
-        # Weak: a RemoteFile dropped unclosed must be collectable (its finalizer closes it and
-        # stops the workers), which a reference from the workers' job would prevent.
-        self._owner = weakref.ref(owner)
-        self.host = host_key(owner.info.final_url)
-        self.max_workers = connections
+    It holds no reference to its `RemoteFile`, and nothing of the workers' holds the
+    `RemoteFile` either: a file object dropped unclosed is freed at once, in the thread that
+    dropped it, and closed there as any `io` object is (`IOBase.__del__`), which halts this
+    job and closes its connections; a worker never keeps it alive, fetching on. (One left in
+    a cycle, e.g. by the error it raised, is closed by the collector, in whatever thread.)
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        info: RemoteInfo,
+        options: Options,
+        scheduler: Scheduler,
+        clock: Clock,
+        *,
+        window: int,
+        start: int,
+    ) -> None:
+        self.transport = transport
+        self.info = info
+        self.options = options
+        self.size = info.size
+        self.scheduler = scheduler
+        self.clock = clock
+        self.window = window
+        self.piece = piece_size(window, options.connections, info.size)
+        self.host = host_key(info.final_url)
+        self.max_workers = options.connections
         self.workers = 0
         self.halt = threading.Event()
+        self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
+        self.pieces: dict[int, _Piece] = {}
+        self.pos = start  # where reading starts (and fetching: nothing before it)
+        self.error: BaseException | None = None
+        self._durations: list[float] = []
+        self.bodies: set[Body] = set()
+        self.buffered = 0
+        self.max_buffered = 0
+        self.fetched = 0
+        self.hedges = 0
 
+    # -- the scheduler's side (RangeJob) ----------------------------------------------------------
     def wants_worker(self) -> bool:
-        owner = self._owner()
-        return owner is not None and not self.halt.is_set() and owner._has_work(time.monotonic())
+        return not self.halt.is_set() and self._has_work(time.monotonic())
 
     def take(self, now: float) -> object | None:
-        owner = self._owner()
-        if owner is None or self.halt.is_set():
+        if self.halt.is_set():
             return None
-        return owner._take(now)
+        return self._take(now)
 
     def work(self, claim: object, buffer: memoryview) -> None:
         assert isinstance(claim, _Claim)
-        owner = self._owner()
-        if owner is None:
-            return
         try:
-            owner._fetch_piece(claim)
+            self._fetch_piece(claim)
         except _Abandon:
             pass
         except SegdlError as exc:
             if claim.hedge and not isinstance(exc, RemoteChangedError):
                 return  # a second copy that failed: the first is still on its way
-            owner._fail(exc)
+            self.fail(exc)
         except BaseException as exc:
-            owner._fail(exc)
+            self.fail(exc)
+
+    def stop(self) -> None:
+        """No more fetching: the workers leave their pieces, a body being read returns at once."""
+        self.halt.set()
+        with self.lock:
+            bodies = list(self.bodies)
+            for piece in self.pieces.values():
+                piece.dropped = True
+        for body in bodies:
+            body.abort()
+        self.scheduler.remove_job(self)
+
+    def clear(self) -> None:
+        """Free every piece (the job is stopped)."""
+        with self.lock:
+            for piece in self.pieces.values():
+                piece.dropped = True
+                self.release(piece)
+            self.pieces.clear()
+            self.error = None
+
+    # -- the pieces (lock held) -------------------------------------------------------------------
+    def window_pieces(self) -> None:
+        """Make sure every piece of the window exists (they are fetched in index order)."""
+        assert self.size is not None
+        if self.pos >= self.size:
+            return  # all read: `first` would be the last piece again, already read and freed
+        first = self.pos // self.piece
+        last = min((self.pos + self.window - 1) // self.piece, (self.size - 1) // self.piece)
+        for index in range(first, last + 1):
+            if index not in self.pieces:
+                start = index * self.piece
+                self.pieces[index] = _Piece(index, start, min(start + self.piece, self.size))
+
+    def drop_outside(self) -> None:
+        first = self.pos // self.piece
+        last = (self.pos + self.window - 1) // self.piece
+        for index in [i for i in self.pieces if i < first or i > last]:
+            piece = self.pieces.pop(index)
+            piece.dropped = True
+            self.release(piece)
+
+    def release(self, piece: _Piece) -> None:
+        if piece.data is not None:
+            self.buffered -= len(piece.data)
+            _unmap(piece.data)
+            piece.data = None
+
+    def _allocate(self, size: int) -> mmap.mmap:
+        # Anonymous maps, not bytearrays: freed pieces go back to the system at once, where
+        # malloc would keep them (its mmap threshold grows after the first large free), and
+        # the process would hold far more than the window.
+        self.buffered += size
+        self.max_buffered = max(self.max_buffered, self.buffered)
+        return mmap.mmap(-1, size)
+
+    def _has_work(self, now: float) -> bool:
+        with self.lock:
+            if self.error is not None:
+                return False
+            self.window_pieces()
+            if any(p.state == _FREE for p in self.pieces.values()):
+                return True
+            return self._hedge_candidate(now) is not None
+
+    def _take(self, now: float) -> _Claim | None:
+        with self.lock:
+            if self.error is not None:
+                return None
+            self.window_pieces()
+            for index in sorted(self.pieces):
+                piece = self.pieces[index]
+                if piece.state == _FREE:
+                    piece.state = _FETCHING
+                    piece.started = now
+                    piece.data = self._allocate(piece.stop - piece.start)
+                    return _Claim(piece, hedge=False)
+            head = self._hedge_candidate(now)
+            if head is None:
+                return None
+            head.hedged = True
+            self.hedges += 1
+            return _Claim(head, hedge=True)
+
+    def _hedge_candidate(self, now: float) -> _Piece | None:
+        """The piece the reader waits for, when it lags far behind what a piece takes."""
+        head = self.pieces.get(self.pos // self.piece)
+        if head is None or head.state != _FETCHING or head.hedged or not self._durations:
+            return None
+        typical = sorted(self._durations)[len(self._durations) // 2]
+        if now - head.started < max(_HEDGE_MIN_SECONDS, _HEDGE_FACTOR * typical):
+            return None
+        return head
+
+    # -- the workers' side ----------------------------------------------------------------------
+    def _fetch_piece(self, claim: _Claim) -> None:
+        piece = claim.piece
+        if self.halt.is_set() or self.size is None:  # closed, or fell back to a plain stream
+            raise _Abandon
+        with self.lock:
+            if claim.hedge:
+                data = self._allocate(piece.stop - piece.start)
+                got = 0
+            else:
+                if piece.data is None:  # a seek left it behind before this worker began
+                    raise _Abandon
+                data, got = piece.data, piece.filled
+        view = memoryview(data)
+        length = piece.stop - piece.start
+        policy = RetryPolicy(total=self.options.retries)
+        try:
+            while got < length:
+                self._check_wanted(piece)
+                try:
+                    body = self.transport.open_range(
+                        self.info.final_url,
+                        piece.start + got,
+                        piece.stop,
+                        total=self.size,
+                        validators=self.info.validators,
+                        lean=True,
+                    )
+                except (NetworkError, HTTPStatusError) as exc:
+                    policy = self.wait(policy, exc, self.halt)
+                    continue
+                with self.lock:
+                    self.bodies.add(body)
+                before = got
+                try:
+                    while got < length:
+                        n = body.readinto(view[got:])
+                        if n == 0:
+                            raise TruncatedError(f"body ended early at byte {piece.start + got}")
+                        got += n
+                        if not claim.hedge:
+                            piece.filled = got
+                            if piece.index == self.pos // self.piece:
+                                with self.lock:  # the reader waits for these very bytes
+                                    self.arrived.notify_all()
+                        self._check_wanted(piece)
+                    body.check_no_more()
+                except NetworkError as exc:
+                    if got > before:
+                        policy = policy.reset()
+                    policy = self.wait(policy, exc, self.halt)
+                finally:
+                    with self.lock:
+                        self.bodies.discard(body)
+                        self.fetched += got - before
+                    body.close()
+        except BaseException:
+            if claim.hedge:
+                with self.lock:
+                    self.buffered -= length
+            view.release()
+            if claim.hedge:
+                _unmap(data)
+            raise
+        with self.lock:
+            if piece.state == _DONE or piece.dropped:
+                if claim.hedge:
+                    self.buffered -= length  # the other copy won
+                    _unmap(data)
+                return
+            if claim.hedge and piece.data is not None:
+                self.buffered -= len(piece.data)  # the hedge won: the first copy goes
+                _unmap(piece.data)
+            piece.data = data
+            piece.state = _DONE
+            self._durations.append(time.monotonic() - piece.started)
+            if len(self._durations) > 64:
+                del self._durations[:32]
+            self.arrived.notify_all()
+
+    def _check_wanted(self, piece: _Piece) -> None:
+        if piece.state == _DONE or piece.dropped or self.halt.is_set():
+            raise _Abandon
+
+    def wait(
+        self, policy: RetryPolicy, exc: Exception, halt: threading.Event | None = None
+    ) -> RetryPolicy:
+        """Wait before retrying after `exc` (a worker: until `halt`, then it leaves)."""
+        if isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES:
+            delay = parse_retry_after(exc.retry_after, self.clock.wall())
+            self.scheduler.refused(self.host, delay)
+        sleep: Callable[[float], object] = self.clock.sleep or (halt or threading.Event()).wait
+        policy = wait_before_retry(
+            policy, exc, sleep=sleep, clock=self.clock.wall, rand=self.clock.rand
+        )
+        if halt is not None and halt.is_set():
+            raise _Abandon
+        return policy
+
+    def fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                if isinstance(exc, RangeIgnoredError):
+                    exc = RangeIgnoredError(f"{exc} (a stream needs ranges or one plain GET)")
+                self.error = exc
+            self.arrived.notify_all()
+        self.halt.set()
+        # Out of the workers' reach: the error, once the reader raises it, holds the reader's
+        # frames, and so its RemoteFile, which nothing of the workers may keep alive.
+        self.scheduler.remove_job(self)
 
 
 class _Abandon(Exception):
@@ -143,8 +377,10 @@ class _Abandon(Exception):
 class RemoteFile(io.RawIOBase):
     """A remote file read in order over several connections (see the module docstring).
 
-    Seekable when the server supports ranges: a seek inside the window keeps what is fetched,
-    one outside restarts the window there. `max_buffered` is the most bytes held at once.
+    Seekable everywhere: with ranges, a seek inside the window keeps what is fetched, one
+    outside restarts the window there; on a server without ranges, a seek forward reads on
+    and discards, a seek back starts the plain stream again from byte 0. `max_buffered` is
+    the most bytes held at once.
     """
 
     def __init__(
@@ -173,64 +409,81 @@ class RemoteFile(io.RawIOBase):
             buffer_factory=lambda: memoryview(bytearray(0)),
             monotonic=self.clock.monotonic,
         )
-        self.window = max(window, 1)
-        self.piece = piece_size(self.window, options.connections, info.size)
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._pieces: dict[int, _Piece] = {}
-        self._pos = start  # where reading starts (and fetching: nothing before it)
-        self._error: BaseException | None = None
-        self._durations: list[float] = []
-        self._bodies: set[Body] = set()
-        self.buffered = 0
-        self.max_buffered = 0
-        self.fetched = 0
-        self.hedges = 0
+        self._job = _StreamJob(
+            transport, info, options, self.scheduler, self.clock, window=max(window, 1), start=start
+        )
+        self._ranges = False  # the job is the scheduler's: its workers fetch the pieces
         self._single: Body | None = None
+        self._single_pos = 0  # the byte the plain stream gives next
         self._single_slot = False
         self._checks = [c for c in (options.checksum, server_digest(info.digest)) if c]
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]
         self._sequential = start == 0  # no seek yet: the digests cover every byte
         self._next_report = 0.0
-        self._job: _StreamJob | None = None
         self.listener.start(StartInfo(info.url, Path("-"), info.size, options.connections, 0))
         if info.size != 0 and info.size is not None and info.ranges is not False:
-            self._job = _StreamJob(self, options.connections)
+            self._ranges = True
             self.scheduler.add_job(self._job)
+
+    # What the workers count lives in the job.
+    @property
+    def window(self) -> int:
+        return self._job.window
+
+    @property
+    def piece(self) -> int:
+        return self._job.piece
+
+    @property
+    def buffered(self) -> int:
+        return self._job.buffered
+
+    @property
+    def max_buffered(self) -> int:
+        return self._job.max_buffered
+
+    @property
+    def fetched(self) -> int:
+        return self._job.fetched
+
+    @property
+    def hedges(self) -> int:
+        return self._job.hedges
 
     # -- io.RawIOBase ---------------------------------------------------------------------------
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return self._job is not None or self.size == 0
+        self._check_open()
+        return True
 
     def tell(self) -> int:
         self._check_open()
-        return self._pos
+        return self._job.pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
+        job = self._job
         if whence == io.SEEK_SET:
             target = offset
         elif whence == io.SEEK_CUR:
-            target = self._pos + offset
+            target = job.pos + offset
         elif whence == io.SEEK_END:
             if self.size is None:
-                raise io.UnsupportedOperation("the size of the remote file is unknown")
+                self._single_to(None)  # no size announced: the end of the plain stream tells
+            assert self.size is not None
             target = self.size + offset
         else:
             raise ValueError(f"invalid whence {whence}")
         if target < 0:
             raise ValueError(f"negative seek position {target}")
-        if target == self._pos:
+        if target == job.pos:
             return target
-        if not self.seekable():
-            raise io.UnsupportedOperation("the server does not support ranges")
-        with self._lock:
-            self._pos = target
-            self._sequential = False
-            self._drop_outside()
+        with job.lock:
+            job.pos = target
+            job.drop_outside()
+        self._sequential = False
         self.scheduler.wake()
         return target
 
@@ -239,10 +492,10 @@ class RemoteFile(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0
-        if self.size is not None and self._pos >= self.size:
+        if self.size is not None and self._job.pos >= self.size:
             self._at_end()
             return 0
-        if self._job is not None:
+        if self._ranges:
             try:
                 n = self._read_ranges(view)
             except RangeIgnoredError:
@@ -271,89 +524,102 @@ class RemoteFile(io.RawIOBase):
         if self.closed:
             return
         try:
-            job = self._job
-            if job is not None:
-                job.halt.set()
-                with self._lock:
-                    bodies = list(self._bodies)
-                    for piece in self._pieces.values():
-                        piece.dropped = True
-                for body in bodies:
-                    body.abort()
+            if self._ranges:
+                self._job.stop()
                 self.transport.abort()  # requests still waiting for their answer's headers
-                self.scheduler.remove_job(job)
             if self._own_scheduler:
                 self.scheduler.close()
             self._close_single()
-            with self._lock:
-                self._pieces.clear()
-                self.buffered = 0
+            self._job.clear()
             self.transport.close()
-            self.listener.finish(self._pos)
+            self.listener.finish(self._job.pos)
         finally:
             super().close()
 
     # -- the reader's side ----------------------------------------------------------------------
     def _read_ranges(self, view: memoryview) -> int:
-        assert self.size is not None
-        index = self._pos // self.piece
-        with self._lock:
-            self._window_pieces()
+        job = self._job
+        index = job.pos // job.piece
+        with job.lock:
+            job.window_pieces()
             while True:
-                if self._error is not None:
-                    raise self._error
-                piece = self._pieces.get(index)
+                if job.error is not None:
+                    raise job.error
+                piece = job.pieces.get(index)
                 if piece is not None and piece.data is not None:
                     # A piece still arriving gives what its first copy has so far: the reader
                     # starts as soon as bytes come, not when a whole piece is in.
                     end = piece.stop if piece.state == _DONE else piece.start + piece.filled
-                    if end > self._pos:
+                    if end > job.pos:
                         break
-                self._arrived.wait(_TICK)
+                job.arrived.wait(_TICK)
                 self._report()
             assert piece.data is not None
-            offset = self._pos - piece.start
-            n = min(len(view), end - self._pos)
+            offset = job.pos - piece.start
+            n = min(len(view), end - job.pos)
             view[:n] = memoryview(piece.data)[offset : offset + n]
             # The position moves before the piece goes, under the lock: a worker looking at the
             # window meanwhile must not take the piece just read for one still to fetch.
-            self._pos += n
-            if self._pos >= piece.stop:
-                self._release(piece)
-                del self._pieces[index]
+            job.pos += n
+            if job.pos >= piece.stop:
+                job.release(piece)
+                del job.pieces[index]
         self.scheduler.wake()
         return n
 
     def _stop_ranges(self) -> None:
-        job, self._job = self._job, None
-        if job is not None:
-            job.halt.set()
-            self.scheduler.remove_job(job)
-        with self._lock:
-            for piece in self._pieces.values():
-                piece.dropped = True
-                self._release(piece)
-            self._pieces.clear()
-            self._error = None
+        self._ranges = False
+        self._job.stop()
+        self._job.clear()
 
     def _read_single(self, view: memoryview) -> int:
         """No ranges: one plain GET, read in this thread (no reordering to do)."""
-        if self._single is None:
-            single = self._open_single()
-            skip = self._pos  # a fallback after some bytes came in ranges: skip those
-            scratch = bytearray(min(skip, 1 << 20))
-            while skip:
-                n = single.readinto(memoryview(scratch)[: min(skip, len(scratch))])
-                if not n:
-                    raise TruncatedError("the plain stream ended before the position reached")
-                skip -= n
+        if not self._single_to(self._job.pos):
+            return 0
         assert self._single is not None
         n = self._single.readinto(view)
-        self.fetched += n
-        self._pos += n
+        if not n:
+            self._single_ended()
+        self._single_pos += n
+        self._job.fetched += n
+        self._job.pos += n
         return n
 
-    def _open_single(self) -> Body:
+    def _single_to(self, target: int | None) -> bool:
+        """Bring the plain stream to byte `target` (None: to its end); False when it ends first.
+
+        The bytes before `target` are read and discarded (a seek forward, or a fallback after
+        some bytes came in ranges); a stream already past `target` (a seek back) starts again
+        from byte 0, since the server has no ranges to start it elsewhere.
+        """
+        if self._single is not None and target is not None and self._single_pos > target:
+            self._close_single()
+        if self._single is None:
+            self._open_single()
+        assert self._single is not None
+        scratch: memoryview | None = None
+        while target is None or self._single_pos < target:
+            if scratch is None:
+                scratch = memoryview(bytearray(1 << 20))
+            left = len(scratch) if target is None else min(target - self._single_pos, len(scratch))
+            n = self._single.readinto(scratch[:left])
+            if not n:
+                self._single_ended()
+                return False
+            self._single_pos += n
+            self._job.fetched += n
+        return True
+
+    def _single_ended(self) -> None:
+        """The plain stream ended cleanly: at the announced size, or it tells the size."""
+        if self.size is None:
+            self.size = self._single_pos
+        elif self._single_pos < self.size:
+            raise TruncatedError(
+                f"the plain stream ended after {self._single_pos} of {self.size} bytes"
+            )
+
+    def _open_single(self) -> None:
         key = host_key(self.info.final_url)
         policy = RetryPolicy(total=self.options.retries)
         while True:
@@ -363,15 +629,16 @@ class RemoteFile(io.RawIOBase):
                 self._single = self.transport.open_stream(
                     self.info.final_url, 0, validators=self.info.validators
                 )
+                self._single_pos = 0
                 if self.size is not None and self._single.length not in (None, self.size):
                     raise RemoteChangedError(
                         f"the server now announces {self._single.length} bytes instead of "
                         f"{self.size}"
                     )
-                return self._single
+                return
             except (NetworkError, HTTPStatusError) as exc:
                 self._close_single()
-                policy = self._wait(policy, exc)
+                policy = self._job.wait(policy, exc)
 
     def _close_single(self) -> None:
         body, self._single = self._single, None
@@ -395,196 +662,12 @@ class RemoteFile(io.RawIOBase):
         now = self.clock.monotonic()
         if now >= self._next_report:
             self._next_report = now + _TICK
-            workers = 0 if self._job is None else self._job.workers
-            self.listener.progress(self._pos, self.size, workers)
+            workers = self._job.workers if self._ranges else 0
+            self.listener.progress(self._job.pos, self.size, workers)
 
     def _check_open(self) -> None:
         if self.closed:
             raise ValueError("I/O operation on closed file")
-
-    # -- the pieces (lock held) -------------------------------------------------------------------
-    def _window_pieces(self) -> None:
-        """Make sure every piece of the window exists (they are fetched in index order)."""
-        assert self.size is not None
-        if self._pos >= self.size:
-            return  # all read: `first` would be the last piece again, already read and freed
-        first = self._pos // self.piece
-        last = min((self._pos + self.window - 1) // self.piece, (self.size - 1) // self.piece)
-        for index in range(first, last + 1):
-            if index not in self._pieces:
-                start = index * self.piece
-                self._pieces[index] = _Piece(index, start, min(start + self.piece, self.size))
-
-    def _drop_outside(self) -> None:
-        first = self._pos // self.piece
-        last = (self._pos + self.window - 1) // self.piece
-        for index in [i for i in self._pieces if i < first or i > last]:
-            piece = self._pieces.pop(index)
-            piece.dropped = True
-            self._release(piece)
-
-    def _release(self, piece: _Piece) -> None:
-        if piece.data is not None:
-            self.buffered -= len(piece.data)
-            _unmap(piece.data)
-            piece.data = None
-
-    def _allocate(self, size: int) -> mmap.mmap:
-        # Anonymous maps, not bytearrays: freed pieces go back to the system at once, where
-        # malloc would keep them (its mmap threshold grows after the first large free), and
-        # the process would hold far more than the window.
-        self.buffered += size
-        self.max_buffered = max(self.max_buffered, self.buffered)
-        return mmap.mmap(-1, size)
-
-    def _has_work(self, now: float) -> bool:
-        with self._lock:
-            if self._error is not None:
-                return False
-            self._window_pieces()
-            if any(p.state == _FREE for p in self._pieces.values()):
-                return True
-            return self._hedge_candidate(now) is not None
-
-    def _take(self, now: float) -> _Claim | None:
-        with self._lock:
-            if self._error is not None:
-                return None
-            self._window_pieces()
-            for index in sorted(self._pieces):
-                piece = self._pieces[index]
-                if piece.state == _FREE:
-                    piece.state = _FETCHING
-                    piece.started = now
-                    piece.data = self._allocate(piece.stop - piece.start)
-                    return _Claim(piece, hedge=False)
-            head = self._hedge_candidate(now)
-            if head is None:
-                return None
-            head.hedged = True
-            self.hedges += 1
-            return _Claim(head, hedge=True)
-
-    def _hedge_candidate(self, now: float) -> _Piece | None:
-        """The piece the reader waits for, when it lags far behind what a piece takes."""
-        head = self._pieces.get(self._pos // self.piece)
-        if head is None or head.state != _FETCHING or head.hedged or not self._durations:
-            return None
-        typical = sorted(self._durations)[len(self._durations) // 2]
-        if now - head.started < max(_HEDGE_MIN_SECONDS, _HEDGE_FACTOR * typical):
-            return None
-        return head
-
-    # -- the workers' side ----------------------------------------------------------------------
-    def _fetch_piece(self, claim: _Claim) -> None:
-        piece = claim.piece
-        job = self._job
-        if job is None or self.size is None:  # fell back to one plain stream meanwhile
-            raise _Abandon
-        with self._lock:
-            if claim.hedge:
-                data = self._allocate(piece.stop - piece.start)
-                got = 0
-            else:
-                if piece.data is None:  # a seek left it behind before this worker began
-                    raise _Abandon
-                data, got = piece.data, piece.filled
-        view = memoryview(data)
-        length = piece.stop - piece.start
-        policy = RetryPolicy(total=self.options.retries)
-        halt = job.halt
-        try:
-            while got < length:
-                self._check_wanted(piece)
-                try:
-                    body = self.transport.open_range(
-                        self.info.final_url,
-                        piece.start + got,
-                        piece.stop,
-                        total=self.size,
-                        validators=self.info.validators,
-                        lean=True,
-                    )
-                except (NetworkError, HTTPStatusError) as exc:
-                    policy = self._wait(policy, exc, halt)
-                    continue
-                with self._lock:
-                    self._bodies.add(body)
-                before = got
-                try:
-                    while got < length:
-                        n = body.readinto(view[got:])
-                        if n == 0:
-                            raise TruncatedError(f"body ended early at byte {piece.start + got}")
-                        got += n
-                        if not claim.hedge:
-                            piece.filled = got
-                            if piece.index == self._pos // self.piece:
-                                with self._lock:  # the reader waits for these very bytes
-                                    self._arrived.notify_all()
-                        self._check_wanted(piece)
-                    body.check_no_more()
-                except NetworkError as exc:
-                    if got > before:
-                        policy = policy.reset()
-                    policy = self._wait(policy, exc, halt)
-                finally:
-                    with self._lock:
-                        self._bodies.discard(body)
-                        self.fetched += got - before
-                    body.close()
-        except BaseException:
-            if claim.hedge:
-                with self._lock:
-                    self.buffered -= length
-            view.release()
-            if claim.hedge:
-                _unmap(data)
-            raise
-        with self._lock:
-            if piece.state == _DONE or piece.dropped:
-                if claim.hedge:
-                    self.buffered -= length  # the other copy won
-                    _unmap(data)
-                return
-            if claim.hedge and piece.data is not None:
-                self.buffered -= len(piece.data)  # the hedge won: the first copy goes
-                _unmap(piece.data)
-            piece.data = data
-            piece.state = _DONE
-            self._durations.append(time.monotonic() - piece.started)
-            if len(self._durations) > 64:
-                del self._durations[:32]
-            self._arrived.notify_all()
-
-    def _check_wanted(self, piece: _Piece) -> None:
-        job = self._job
-        if job is None or piece.state == _DONE or piece.dropped or job.halt.is_set():
-            raise _Abandon
-
-    def _wait(
-        self, policy: RetryPolicy, exc: Exception, halt: threading.Event | None = None
-    ) -> RetryPolicy:
-        if isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES:
-            delay = parse_retry_after(exc.retry_after, self.clock.wall())
-            self.scheduler.refused(host_key(self.info.final_url), delay)
-        sleep: Callable[[float], object] = self.clock.sleep or (halt or threading.Event()).wait
-        policy = wait_before_retry(
-            policy, exc, sleep=sleep, clock=self.clock.wall, rand=self.clock.rand
-        )
-        if halt is not None and halt.is_set():
-            raise _Abandon
-        return policy
-
-    def _fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                if isinstance(exc, RangeIgnoredError):
-                    exc = RangeIgnoredError(f"{exc} (a stream needs ranges or one plain GET)")
-                self._error = exc
-            self._arrived.notify_all()
-        if self._job is not None:
-            self._job.halt.set()
 
 
 def _unmap(data: mmap.mmap) -> None:

@@ -461,30 +461,38 @@ def test_seek_within_the_window_keeps_what_was_fetched(rangeserver: RangeHTTPSer
 
 
 @pytest.mark.parametrize(
-    "faults",
+    ("faults", "restarts"),
     [
-        Faults(ignore_range=True, head_status=405),  # the probe's GET gets a 200: no ranges
-        Faults(ignore_range=True, chunked=True),  # no ranges and no length at all
+        # The probe's GET gets a 200: no ranges. Restarts: the seeks back to 0 and to 5.
+        (Faults(ignore_range=True, head_status=405), 2),
+        # No ranges and no length at all: SEEK_END reads to the end to learn the size, so
+        # the seek to size - 10 is a seek back too.
+        (Faults(ignore_range=True, chunked=True), 3),
     ],
     ids=["no-ranges", "no-ranges-chunked"],
 )
-def test_seek_without_ranges(rangeserver: RangeHTTPServer, faults: Faults) -> None:
+def test_seek_without_ranges(rangeserver: RangeHTTPServer, faults: Faults, restarts: int) -> None:
+    """Without ranges, seeks work all the same: forward reads on and discards, back starts
+    the plain stream again from byte 0."""
     data = data_of(500_000, seed=20)
     served = serve_file(rangeserver, "/f.bin", data, faults)
     with open_stream(served.url, connections=4) as f:
-        assert not f.seekable()
-        assert f.seek(0) == 0  # to where it is: allowed
-        with pytest.raises(io.UnsupportedOperation):
-            f.seek(10)
-        assert f.read(100) == data[:100]
-        assert f.seek(100) == 100
-        assert f.seek(0, io.SEEK_CUR) == 100
-        with pytest.raises(io.UnsupportedOperation):
-            f.seek(0)
-        if f.size is None:
-            with pytest.raises(io.UnsupportedOperation):
-                f.seek(0, io.SEEK_END)
-        assert f.read() == data[100:]
+        assert f.seekable()
+        assert f.seek(0) == 0
+        assert f.seek(10) == 10
+        assert read_exact(f, 100) == data[10:110]
+        assert f.seek(0) == 0  # back
+        assert read_exact(f, 100) == data[:100]
+        assert f.seek(100_000, io.SEEK_CUR) == 100_100
+        assert read_exact(f, 50) == data[100_100:100_150]
+        assert f.seek(-10, io.SEEK_END) == len(data) - 10
+        assert f.read() == data[-10:]
+        assert f.seekable()
+        assert f.seek(5) == 5  # back
+        assert f.read() == data[5:]
+    gets = served.gets()
+    assert len(gets) == 1 + 1 + restarts  # the probe's, the first plain stream, the restarts
+    assert all(r.range_header is None for r in gets[1:])
 
 
 # --- servers without ranges -----------------------------------------------------------------
