@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -52,7 +53,7 @@ from ..options import Options
 from ..probe import RemoteInfo, probe_remote
 from ..progress import Listener, StartInfo
 from ..retry import RetryPolicy, wait_before_retry
-from ..sink import destination_error
+from ..sink import NOFOLLOW, destination_error
 from ..stream import WINDOW_DEFAULT, RemoteFile
 from ..transport import Transport, check_url
 from ..verify import Checksum, server_digest
@@ -65,6 +66,7 @@ from .zipread import extract_zip, member_ranges, read_central_directory, select_
 MIN_WINDOW = 1 << 20  # the smallest window for a few zip members
 TEMP_PREFIX = ".segdl-archive-"  # the temporary folder of an archive downloaded first
 _COPY_CHUNK = 1 << 20
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -565,11 +567,19 @@ class _KeepCopy:
     def __init__(self, path: Path) -> None:
         self.path = path
         where = path.parent
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".part", dir=where)
-        except OSError as exc:
-            raise destination_error(exc, where, "write the archive into") from exc
-        self.part = Path(name)
+        # Not mkstemp: its 0600 would stay on the kept file. Created 0644 as every output is,
+        # so the umask decides, under a random name that O_EXCL makes ours.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | _CLOEXEC
+        while True:
+            part = where / f".{path.name[:100]}.{secrets.token_hex(4)}.part"
+            try:
+                fd = os.open(part, flags, 0o644)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise destination_error(exc, where, "write the archive into") from exc
+        self.part = part
         self.file: BinaryIO = os.fdopen(fd, "wb")
         self.committed = False
 
