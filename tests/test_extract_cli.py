@@ -102,10 +102,10 @@ def test_limits_from_the_command_line(rangeserver: RangeHTTPServer, tmp_path: Pa
     served = serve_file(rangeserver, "/a.tgz", data)
     proc = segdl(served.url, "--extract", "out", "--max-extract-size", "2K", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "(max_size)" in one_line(proc)
+    assert "(--max-extract-size)" in one_line(proc)
     proc = segdl(served.url, "--extract", "out", "--max-members", "2", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "(max_members)" in one_line(proc)
+    assert "(--max-members)" in one_line(proc)
     assert not (tmp_path / "out").exists()
 
 

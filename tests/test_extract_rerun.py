@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from rangeserver import Faults, RangeHTTPServer, serve_file
-from test_archive_rules import make_tree, snapshot, tar_of, zip_of
+from test_archive_rules import M, build, make_tree, snapshot, tar_of, zip_of
+from test_extract_cli import one_line
+from test_extract_cli import segdl as run
 
 import segdl
 
@@ -54,3 +56,54 @@ def test_the_kept_archive_follows_the_umask(
     assert kept.read_bytes() == data
     assert stat.S_IMODE(kept.stat().st_mode) == 0o644
     assert snapshot(tmp_path / "out" / "pkg") == snapshot(tree)
+
+
+# -- --max-ratio (issue 18, item 6) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_max_ratio_is_an_option_and_messages_name_it(
+    rangeserver: RangeHTTPServer, tmp_path: Path, fmt: str
+) -> None:
+    zeros = bytes(4 << 20)  # about 1000:1
+    served = serve_file(rangeserver, "/bomb", build(fmt, [M("zeros", zeros)]))
+    proc = run(served.url, "--extract", "out", cwd=tmp_path)
+    assert proc.returncode == 1
+    line = one_line(proc)
+    assert line.startswith("segdl: error: refused ") and "'zeros'" in line
+    assert line.endswith(" (--max-ratio)"), line
+    assert "max_ratio" not in line
+    assert not (tmp_path / "out").exists()
+    proc = run(served.url, "--extract", "out", "--max-ratio", "5000", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "zeros").read_bytes() == zeros
+
+
+def test_the_other_limits_name_their_options(rangeserver: RangeHTTPServer, tmp_path: Path) -> None:
+    served = serve_file(rangeserver, "/a.zip", build("zip", [M("a", bytes(3000)), M("b")]))
+    proc = run(served.url, "--extract", "out", "--max-extract-size", "2K", cwd=tmp_path)
+    assert one_line(proc).endswith("(--max-extract-size)")
+    proc = run(served.url, "--extract", "out", "--max-members", "1", cwd=tmp_path)
+    assert one_line(proc).endswith("(--max-members)")
+    (tmp_path / "list.txt").write_text(served.url + "\n")
+    proc = run("-i", "list.txt", "--extract", "out", "--max-members", "1", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "more than 1 (--max-members)" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["URL", "--max-ratio", "5"],
+        ["URL", "--extract", "out", "--max-ratio", "0.5"],
+        ["URL", "--extract", "out", "--max-ratio", "nan"],
+    ],
+)
+def test_max_ratio_usage_errors(
+    rangeserver: RangeHTTPServer, tmp_path: Path, argv: list[str]
+) -> None:
+    served = serve_file(rangeserver, "/a.tar", build("tar", [M("a", b"a")]))
+    proc = run(*[served.url if a == "URL" else a for a in argv], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "--max-ratio" in proc.stderr and "Traceback" not in proc.stderr
+    assert served.requests == []

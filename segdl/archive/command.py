@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from ..batch.run import ItemResult
 from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from ..errors import DestinationError, Interrupted, SegdlError, UsageError
+from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
 from ..options import parse_size
 from ..progress import Listener, StartInfo, TqdmListener, human_size
 from ..sink import destination_error
@@ -48,7 +48,20 @@ ARCHIVE_SUFFIXES = (
     ".tar",
     ".zip",
 )
-_EXTRACT_ONLY = ("strip_components", "include", "keep_archive", "max_extract_size", "max_members")
+_EXTRACT_ONLY = (
+    "strip_components",
+    "include",
+    "keep_archive",
+    "max_extract_size",
+    "max_members",
+    "max_ratio",
+)
+# The options that set the bomb limits, by the `segdl.extract` keyword errors name them with.
+LIMIT_OPTIONS = {
+    "max_size": "--max-extract-size",
+    "max_members": "--max-members",
+    "max_ratio": "--max-ratio",
+}
 
 
 def _count(text: str) -> int:
@@ -64,6 +77,16 @@ def _count(text: str) -> int:
 def _members(text: str) -> int:
     value = _count(text)
     if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 1:  # NaN too
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
@@ -116,6 +139,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="refuse an archive of more than N members (default 1000000)",
     )
+    group.add_argument(
+        "--max-ratio",
+        type=_ratio,
+        metavar="N",
+        help="refuse a member, or an archive, that expands more than N times beyond its "
+        "first MiB (default 200)",
+    )
 
 
 def check_arguments(
@@ -162,7 +192,20 @@ def _limits(args: argparse.Namespace) -> Limits:
     return Limits(
         max_size=args.max_extract_size,
         max_members=args.max_members if args.max_members is not None else 1_000_000,
+        max_ratio=args.max_ratio if args.max_ratio is not None else 200.0,
     )
+
+
+def message(exc: SegdlError) -> str:
+    """The error's message as the command shows it: a bomb limit names the option that sets
+    it (`--max-ratio`), not the library's keyword."""
+    text = str(exc)
+    rule = getattr(exc, "rule", None)
+    if isinstance(exc, ArchiveLimitError) and rule in LIMIT_OPTIONS:
+        tail = f"({rule})"
+        if text.endswith(tail):
+            text = f"{text[: -len(tail)]}({LIMIT_OPTIONS[rule]})"
+    return text
 
 
 # -- one URL -------------------------------------------------------------------------------------
@@ -260,6 +303,7 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
             overwrite=args.if_exists == "overwrite",
             max_size=limits.max_size,
             max_members=limits.max_members,
+            max_ratio=limits.max_ratio,
             window=args.window,
             listener=listener,
             **options,
@@ -271,7 +315,7 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
         print(f"segdl: interrupted; {dest} is as it was", file=stderr)
         return EXIT_INTERRUPTED
     except SegdlError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
+        print(f"segdl: error: {message(exc)}", file=stderr)
         return EXIT_FAILED
     finally:
         if bar is not None:
@@ -356,7 +400,7 @@ class BatchExtraction:
                 limits=self.limits,
             )
         except SegdlError as exc:
-            return replace(item, status="failed", path=target, error=str(exc))
+            return replace(item, status="failed", path=target, error=message(exc))
         finally:
             if not self.keep:
                 with contextlib.suppress(OSError):
@@ -374,6 +418,7 @@ __all__ = [
     "add_arguments",
     "check_arguments",
     "folder_name",
+    "message",
     "run_single",
     "summary",
 ]

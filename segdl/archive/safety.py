@@ -206,7 +206,8 @@ class Budget:
         if self.seen > self.limits.max_members:
             raise ArchiveLimitError(
                 f"refused member {name!r}: the archive has more than "
-                f"{self.limits.max_members} members (max_members)"
+                f"{self.limits.max_members} members (max_members)",
+                rule="max_members",
             )
 
     def declare(self, name: str, size: int) -> None:
@@ -231,7 +232,8 @@ class Budget:
         if self.ratio_exceeded(self.member_out, member_in):
             raise ArchiveLimitError(
                 f"refused member {name!r}: it expands more than {self.limits.max_ratio:g} times "
-                f"beyond its first {self.limits.ratio_grace} bytes (max_ratio)"
+                f"beyond its first {self.limits.ratio_grace} bytes (max_ratio)",
+                rule="max_ratio",
             )
         self.written += size
         self.tick()
@@ -251,7 +253,8 @@ class Budget:
             where = f" (at member {name!r})" if name is not None else ""
             raise ArchiveLimitError(
                 f"refused archive{where}: it expands more than {self.limits.max_ratio:g} times "
-                f"overall beyond its first {self.limits.ratio_grace} bytes (max_ratio)"
+                f"overall beyond its first {self.limits.ratio_grace} bytes (max_ratio)",
+                rule="max_ratio",
             )
 
     def created(self) -> None:
@@ -270,5 +273,6 @@ class Budget:
     def _too_big(self, name: str) -> ArchiveLimitError:
         return ArchiveLimitError(
             f"refused member {name!r}: the extracted data would exceed {self.max_size} bytes "
-            f"({self.size_rule})"
+            f"({self.size_rule})",
+            rule=self.size_rule,
         )

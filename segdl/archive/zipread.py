@@ -160,7 +160,8 @@ def read_central_directory(
         raise UnsupportedArchiveError("unsupported zip: it is split over several files")
     if count > max_members:
         raise ArchiveLimitError(
-            f"refused archive: it has {count} members, more than {max_members} (max_members)"
+            f"refused archive: it has {count} members, more than {max_members} (max_members)",
+            rule="max_members",
         )
     prefix = cd_stop - cd_size - cd_offset  # bytes before the archive (a self-extractor)
     if prefix < 0 or cd_size < count * _CENTRAL.size:
@@ -444,7 +445,8 @@ def _declared_limits(chosen: list[tuple[ZipMember, Entry, Parts]], extraction: E
         if budget.ratio_exceeded(member.file_size, member.compress_size):
             raise ArchiveLimitError(
                 f"refused member {member.name!r}: it declares {member.file_size} bytes from "
-                f"{member.compress_size}, more than {budget.limits.max_ratio:g} times (max_ratio)"
+                f"{member.compress_size}, more than {budget.limits.max_ratio:g} times (max_ratio)",
+                rule="max_ratio",
             )
         budget.declare(member.name, total_out)
     budget.overall(total_in, total_out, None)
