@@ -107,3 +107,48 @@ def test_max_ratio_usage_errors(
     assert proc.returncode == 2, proc.stderr
     assert "--max-ratio" in proc.stderr and "Traceback" not in proc.stderr
     assert served.requests == []
+
+
+# -- -i --extract: folders named as the template says (issue 18, item 7) ----------------------
+
+
+def test_batch_folders_are_named_as_the_template_says(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    one = serve_file(rangeserver, "/one.tgz", tar_of(tree, "tar.gz"))
+    two = serve_file(rangeserver, "/two.zip", zip_of(tree, zipfile.ZIP_DEFLATED))
+    (tmp_path / "list.txt").write_text(f"{one.url}\n{two.url}\n")
+    argv = ["-i", "list.txt", "--extract", "out", "--template", "set-{index}"]
+    proc = run(*argv, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == ["set-0", "set-1"]
+    for folder in ("set-0", "set-1"):
+        assert snapshot(tmp_path / "out" / folder / "pkg") == snapshot(tree)
+    proc = run(*argv, cwd=tmp_path)  # the folders exist: skipped
+    assert proc.returncode == 0 and "0 ok, 2 skipped, 0 failed" in proc.stderr
+
+
+def test_a_folder_that_would_be_the_archive_itself_fails_the_item(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    data = tar_of(tree, "tar.gz")
+    served = serve_file(rangeserver, "/one.tgz", data)
+    (tmp_path / "list.txt").write_text(f"{served.url}\n")
+    argv = ["-i", "list.txt", "--extract", "out", "-d", "out", "--template", "set-{index}"]
+    proc = run(*argv, cwd=tmp_path)
+    assert proc.returncode == 1
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("segdl: failed:")]
+    assert len(failed) == 1 and "would be the archive itself" in failed[0], proc.stderr
+    assert (tmp_path / "out" / "set-0").read_bytes() == data  # the kept archive, untouched
+    assert sorted(os.listdir(tmp_path / "out")) == [".segdl", "set-0"]
+
+
+def test_a_folder_that_would_be_the_downloads_folder_fails_the_item(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    served = serve_file(rangeserver, "/archives.zip", zip_of(tree, zipfile.ZIP_DEFLATED))
+    (tmp_path / "list.txt").write_text(f"{served.url}\n")
+    proc = run("-i", "list.txt", "--extract", "out", "-d", "out/archives", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "out/archives holds the downloaded archives (-d out/archives)" in proc.stderr
+    assert sorted(os.listdir(tmp_path / "out" / "archives")) == [".segdl", "archives.zip"]

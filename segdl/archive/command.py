@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -330,14 +331,13 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
 
 def folder_name(relative: PurePosixPath) -> PurePosixPath:
     """The folder an archive saved as `relative` is extracted into: its name without the
-    archive's extension (`data.tar.gz` -> `data`), else without its last suffix."""
+    archive's extension (`data.tar.gz` -> `data`), else its name as it is (`set-0`)."""
     name = relative.name
     lower = name.lower()
     for suffix in ARCHIVE_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return relative.with_name(name[: -len(suffix)])
-    stem = relative.stem
-    return relative.with_name(stem if stem and stem != name else name + ".d")
+    return relative
 
 
 class BatchExtraction:
@@ -389,6 +389,9 @@ class BatchExtraction:
             if other != item.index:
                 error = f"its folder {target} is taken by #{other} (give a --template)"
                 return replace(item, status="failed", path=target, error=error)
+            collision = self._collision(target, archive)
+            if collision is not None:
+                return replace(item, status="failed", path=target, error=collision)
             if self.skip_existing and (target.exists() or target.is_symlink()):
                 return replace(item, status="skipped", path=target)
             extract_file(
@@ -406,6 +409,20 @@ class BatchExtraction:
                 with contextlib.suppress(OSError):
                     archive.unlink()
         return replace(item, path=target)
+
+    def _collision(self, target: Path, archive: Path) -> str | None:
+        """Why `target` cannot be the folder of `archive`: it is a path the run itself writes
+        (the archive, when -d is --extract's folder and the name has no archive extension; or
+        the folder of the downloads), or None."""
+        where, folder = Path(os.path.abspath(target)), Path(os.path.abspath(self.folder))
+        if where == Path(os.path.abspath(archive)):
+            return (
+                f"its folder {target} would be the archive itself (with -d and --extract the "
+                "same folder, end --template with the archive's extension, e.g. '.zip')"
+            )
+        if where == folder or where in folder.parents:
+            return f"its folder {target} holds the downloaded archives (-d {self.folder})"
+        return None
 
     def close(self) -> None:
         if not self.keep:
