@@ -4,14 +4,16 @@ run again (a no-op while its members are in place), the `--max-ratio` option, th
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rangeserver import Faults, RangeHTTPServer, serve_file
+from rangeserver import Faults, RangeHTTPServer, ServedFile, serve_file
 from test_archive_rules import M, build, make_tree, snapshot, tar_of, zip_of
 from test_extract_cli import one_line
 from test_extract_cli import segdl as run
@@ -152,3 +154,108 @@ def test_a_folder_that_would_be_the_downloads_folder_fails_the_item(
     assert proc.returncode == 1
     assert "out/archives holds the downloaded archives (-d out/archives)" in proc.stderr
     assert sorted(os.listdir(tmp_path / "out" / "archives")) == [".segdl", "archives.zip"]
+
+
+# -- a finished extraction run again (issue 18, item 5) -------------------------------------------
+
+
+def members_of(data: bytes, fmt: str) -> list[str]:
+    if fmt == "zip":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return [name.rstrip("/") for name in archive.namelist()]
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        return [member.name for member in archive.getmembers()]
+
+
+def gets(served: ServedFile) -> list[object]:
+    return [r for r in served.requests if r.method == "GET"]
+
+
+@pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
+def test_the_same_extraction_again_is_a_no_op(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path, fmt: str
+) -> None:
+    data = tar_of(tree, fmt) if fmt != "zip" else zip_of(tree, zipfile.ZIP_DEFLATED)
+    served = serve_file(rangeserver, "/a", data)
+    out = tmp_path / "out"
+    first = segdl.extract(served.url, out, connections=2)
+    assert not first.already_extracted
+    assert len(first.paths) == first.members and len(set(first.paths)) == len(first.paths)
+    names = members_of(data, fmt)
+    assert list(first.paths) == [name for name in names if name in first.paths]  # in order
+    assert snapshot(out / "pkg") == snapshot(tree)
+    before = snapshot(out)
+    served.clear_log()
+    again = segdl.extract(served.url, out, connections=2)
+    assert again.already_extracted
+    assert (again.members, again.paths, again.format) == (first.members, first.paths, fmt)
+    assert again.bytes_written == 0 and again.fetched == 0
+    assert gets(served) == []  # the probe only
+    assert snapshot(out) == before
+
+
+def test_missing_members_are_fetched_again_and_nothing_else_is_replaced(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    served = serve_file(rangeserver, "/a.tgz", tar_of(tree, "tar.gz"))
+    out = tmp_path / "out"
+    segdl.extract(served.url, out)
+    (out / "pkg" / "README").unlink()
+    (out / "pkg" / "sub" / "link").unlink()
+    (out / "mine.txt").write_text("mine")
+    result = segdl.extract(served.url, out)
+    assert not result.already_extracted and result.members == len(result.paths)
+    assert snapshot(out / "pkg") == snapshot(tree)
+    assert (out / "mine.txt").read_text() == "mine"
+    assert segdl.extract(served.url, out).already_extracted
+
+
+def test_a_changed_archive_is_not_taken_for_the_one_extracted(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    served = serve_file(rangeserver, "/a.tar", build("tar", [M("a.txt", b"one")]))
+    out = tmp_path / "out"
+    segdl.extract(served.url, out)
+    served.replace(build("tar", [M("a.txt", b"two")]), '"v2"')
+    with pytest.raises(segdl.DestinationError, match="already exists"):
+        segdl.extract(served.url, out)
+    assert (out / "a.txt").read_bytes() == b"one"
+    assert not segdl.extract(served.url, out, overwrite=True).already_extracted
+    assert (out / "a.txt").read_bytes() == b"two"
+    assert segdl.extract(served.url, out).already_extracted
+
+
+def test_another_selection_is_another_extraction(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    served = serve_file(rangeserver, "/a.zip", zip_of(tree, zipfile.ZIP_DEFLATED))
+    out = tmp_path / "out"
+    segdl.extract(served.url, out, include=["pkg/sub/deeper"])
+    result = segdl.extract(served.url, out, include=["pkg/README"])
+    assert not result.already_extracted and result.paths == ("pkg/README",)
+    assert (out / "pkg" / "README").read_text() == "hello\n"
+    assert (out / "pkg" / "sub" / "deeper" / "note.txt").exists()
+
+
+def test_the_command_run_again_says_already_extracted(
+    rangeserver: RangeHTTPServer, tmp_path: Path, tree: Path
+) -> None:
+    data = zip_of(tree, zipfile.ZIP_DEFLATED)
+    served = serve_file(rangeserver, "/a.zip", data)
+    argv = [served.url, "--extract", "out", "--keep-archive", "a.zip"]
+    proc = run(*argv, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    before = snapshot(tmp_path)
+    served.clear_log()
+    for extra in ([], ["--if-exists", "skip"]):
+        proc = run(*argv, *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        line = one_line(proc)
+        assert line.startswith(f"{tmp_path / 'out'}: already extracted (")
+        assert gets(served) == []
+        assert snapshot(tmp_path) == before
+    (tmp_path / "out" / "pkg" / "README").unlink()
+    proc = run(*argv, cwd=tmp_path)  # the kept archive is the earlier run's: replaced
+    assert proc.returncode == 0, proc.stderr
+    assert snapshot(tmp_path / "out" / "pkg") == snapshot(tree)
+    assert (tmp_path / "a.zip").read_bytes() == data

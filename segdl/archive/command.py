@@ -182,11 +182,6 @@ def check_arguments(
             "with one URL, --extract DIR is where the files go (--keep-archive FILE "
             "keeps the archive)"
         )
-    if args.if_exists == "skip":
-        parser.error(
-            "--if-exists skip does not apply to one archive (existing files are "
-            "never overwritten without --overwrite)"
-        )
 
 
 def _limits(args: argparse.Namespace) -> Limits:
@@ -272,6 +267,8 @@ class _Warnings(Listener):
 
 def summary(result: RemoteExtractResult) -> str:
     """The one line printed after an extraction."""
+    if result.already_extracted:
+        return f"{result.dest}: already extracted ({result.members} members from {result.url})"
     parts = [
         f"{result.dest}: {result.members} members, {human_size(result.bytes_written)} written",
         f"({result.format}, {human_size(result.fetched)} fetched) in {result.elapsed:.2f} s",

@@ -28,6 +28,7 @@ from ..errors import (
 from .decode import OUT_CHUNK, ZIP_METHODS, zip_decoder, zip_method_name
 from .extractor import DIR, FILE, SYMLINK, Entry, Extraction, ExtractResult
 from .safety import Limits, Parts, included, member_parts, normalize_patterns
+from .staging import Overwrite
 
 Reader = Callable[[int, int], bytes]
 
@@ -372,7 +373,7 @@ def extract_zip(
     *,
     directory: ZipDirectory | None = None,
     limits: Limits | None = None,
-    overwrite: bool = False,
+    overwrite: Overwrite = False,
     strip_components: int = 0,
     include: Sequence[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
