@@ -27,11 +27,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from ..batch.run import ItemResult
-from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
 from ..options import parse_size
 from ..progress import Listener, StartInfo, TqdmListener, human_size
 from ..sink import destination_error
+from ..verify import Checksum
 from .remote import RemoteExtractResult, extract, extract_file
 from .safety import Limits
 
@@ -245,6 +246,10 @@ class ExtractBar(TqdmListener):
             if self._bar is not None:
                 self._bar.set_postfix_str(self._postfix())
 
+    def verifying(self, check: Checksum) -> None:
+        with self._lock:
+            super().verifying(check)
+
     def finish(self, done: int) -> None:
         with self._lock:
             self._connections = 0
@@ -277,7 +282,7 @@ def summary(result: RemoteExtractResult) -> str:
         parts[-1] += f", {result.skipped} left out"
     if result.archive is not None:
         parts[-1] += f", archive kept as {result.archive}"
-    return " ".join(parts)
+    return " ".join(parts) + matched(result.verified)
 
 
 def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]) -> int:
@@ -307,13 +312,13 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
             **options,
         )
     except UsageError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
+        after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_USAGE
     except (Interrupted, KeyboardInterrupt):
-        print(f"segdl: interrupted; {dest} is as it was", file=stderr)
+        after_bar(bar, f"segdl: interrupted; {dest} is as it was", stderr)
         return EXIT_INTERRUPTED
     except SegdlError as exc:
-        print(f"segdl: error: {message(exc)}", file=stderr)
+        after_bar(bar, f"segdl: error: {message(exc)}", stderr)
         return EXIT_FAILED
     finally:
         if bar is not None:

@@ -82,6 +82,7 @@ class RemoteExtractResult(ExtractResult):
     # True when the same extraction had been done before and its members were in place:
     # nothing was fetched or written (`members`, `skipped` and `paths` are the earlier run's).
     already_extracted: bool = False
+    verified: tuple[Checksum, ...] = ()  # the `checksum` the archive matched (before the move)
 
 
 def extract(
@@ -305,6 +306,7 @@ class _Job:
             fetched=self.meta_fetched + sum(s.fetched for s in self.streams) + self.downloaded,
             archive=self.kept,
             already_extracted=self.already,
+            verified=(self.options.checksum,) if self.options.checksum and not self.already else (),
         )
 
     def _run(self, transport: Transport) -> ExtractResult:
