@@ -158,8 +158,8 @@ def extract(
     previous = None if overwrite else record.load(dest, url, selection, strip)
     keep = _keep_target(keep_archive)
     # What an earlier run of the same extraction kept there may be replaced.
-    ours = previous is not None and previous.archive == str(keep)
-    if keep is not None and (keep.exists() or keep.is_symlink()) and not (overwrite or ours):
+    replace_keep = bool(overwrite) or (previous is not None and previous.archive == str(keep))
+    if keep is not None and (keep.exists() or keep.is_symlink()) and not replace_keep:
         raise DestinationError(f"{keep} already exists (use --overwrite to replace it)")
     plan = _Plan(
         dest=dest,
@@ -168,6 +168,7 @@ def extract(
         strip_components=strip,
         overwrite=bool(overwrite),
         keep=keep,
+        replace_keep=replace_keep,
         listener=listener or Listener(),
         window=window,
         previous=previous,
@@ -264,6 +265,7 @@ class _Plan:
     strip_components: int
     overwrite: bool
     keep: Path | None
+    replace_keep: bool  # whether an existing file at `keep` may be replaced
     listener: Listener
     window: int
     previous: record.Record | None  # the record of this extraction done before, if any
@@ -441,7 +443,6 @@ class _Job:
         from ..api import download
 
         plan = self.plan
-        ours = plan.previous is not None and plan.previous.archive == str(plan.keep)
         with self._temporary(plan.keep is None) as folder:
             target = plan.keep if folder is None else folder / "archive"
             assert target is not None
@@ -450,7 +451,7 @@ class _Job:
                 target,
                 connections=self.options.connections,
                 checksum=self.options.checksum,
-                if_exists="overwrite" if plan.overwrite or ours else "error",
+                if_exists="overwrite" if plan.replace_keep else "error",
                 listener=plan.listener,
                 **self.http,
             )
