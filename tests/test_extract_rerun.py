@@ -259,3 +259,30 @@ def test_the_command_run_again_says_already_extracted(
     assert proc.returncode == 0, proc.stderr
     assert snapshot(tmp_path / "out" / "pkg") == snapshot(tree)
     assert (tmp_path / "a.zip").read_bytes() == data
+
+
+class Warnings(segdl.Listener):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def warning(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_a_record_that_cannot_be_written_or_read_only_costs_the_no_op(
+    rangeserver: RangeHTTPServer, tmp_path: Path
+) -> None:
+    served = serve_file(rangeserver, "/a.tar", build("tar", [M("a.txt", b"one")]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".segdl").write_bytes(b"not a folder")
+    listener = Warnings()
+    result = segdl.extract(served.url, out, listener=listener)
+    assert result.paths == ("a.txt",) and (out / "a.txt").read_bytes() == b"one"
+    assert len(listener.lines) == 1 and "a re-run will extract again" in listener.lines[0]
+    (out / ".segdl").unlink()
+    segdl.extract(served.url, out, overwrite=True)
+    [written] = (out / ".segdl").iterdir()
+    written.write_text("{not json")
+    with pytest.raises(segdl.DestinationError, match="already exists"):
+        segdl.extract(served.url, out)  # no record: the files are not known to be ours
