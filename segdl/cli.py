@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, NoReturn
+from typing import IO, NoReturn, Protocol
 
 from . import __version__
 from .api import download, iter_download_many
@@ -33,6 +33,7 @@ from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, par
 from .progress import Listener, TqdmBatchListener, TqdmListener, human_size, plural
 from .stream import WINDOW_DEFAULT
 from .transport import silence_insecure_warnings
+from .verify import Checksum
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -302,8 +303,26 @@ def summary(result: Result) -> str:
     mode = plural(result.connections, "connection") if result.segmented else "1 connection (stream)"
     return (
         f"{result.path}: {human_size(result.size)} in {result.elapsed:.2f} s, "
-        f"{human_size(rate)}/s, {mode}{resumed}"
+        f"{human_size(rate)}/s, {mode}{resumed}{matched(result.verified)}"
     )
+
+
+def matched(checks: Sequence[Checksum]) -> str:
+    """The end of a summary line for the digests the bytes matched: ", sha256 matches
+    --checksum"."""
+    return "".join(f", {check.algorithm} matches {check.source}" for check in checks)
+
+
+class _Bar(Protocol):
+    def close(self) -> None: ...
+
+
+def after_bar(bar: _Bar | None, line: str, stream: IO[str]) -> None:
+    """Prints `line` once the bar is closed: a bar still open would share its line, and
+    draw itself again below it."""
+    if bar is not None:
+        bar.close()
+    print(line, file=stream)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -629,13 +648,13 @@ def run_batch_command(
                     else:
                         print(line, file=stderr)
     except UsageError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
+        after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_USAGE
     except (Interrupted, KeyboardInterrupt):
-        print("segdl: interrupted; run the same command again to resume", file=stderr)
+        after_bar(bar, "segdl: interrupted; run the same command again to resume", stderr)
         return EXIT_INTERRUPTED
     except SegdlError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
+        after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_FAILED
     finally:
         if bar is not None:

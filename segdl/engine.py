@@ -52,7 +52,7 @@ from .sink import (
     free_space,
 )
 from .transport import Body, Transport
-from .verify import file_digest, server_digest
+from .verify import Checksum, file_digest, server_digest
 
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
 _TICK = 0.1  # how often the driver samples progress
@@ -129,6 +129,7 @@ class Result:
     segmented: bool  # False when one plain stream was used
     skipped: bool = False  # True when the file existed and if_exists="skip"
     warnings: list[str] = field(default_factory=list)
+    verified: tuple[Checksum, ...] = ()  # the digests the file matched (--checksum, server's)
 
 
 class Engine:
@@ -183,8 +184,10 @@ class Engine:
         try:
             info, part, resumed, connections, segmented = self._transfer(info, final)
             size = part.size() if info.size is None else info.size
-            self.listener.finish(size)
-            self._verify(part, size, info)
+            try:
+                verified = self._verify(part, size, info)
+            finally:
+                self.listener.finish(size)  # after `verifying`: the bar shows the check
         except IntegrityError:
             state.discard(control)  # bytes that fail the checksum are not worth resuming
             raise
@@ -214,6 +217,7 @@ class Engine:
             resumed=resumed,
             segmented=segmented,
             warnings=list(self.warnings),
+            verified=verified,
         )
 
     def fetch_first(self, url: str, resolve: Callable[[RemoteInfo], Path | None]) -> Result | None:
@@ -750,10 +754,13 @@ class Engine:
             raise error
 
     # -- verification ---------------------------------------------------------------------------
-    def _verify(self, part: PartFile, size: int, info: RemoteInfo) -> None:
-        checks = [c for c in (self.options.checksum, server_digest(info.digest)) if c]
+    def _verify(self, part: PartFile, size: int, info: RemoteInfo) -> tuple[Checksum, ...]:
+        """The digests the file matched; raises IntegrityError at the first it does not."""
+        checks = tuple(c for c in (self.options.checksum, server_digest(info.digest)) if c)
         for check in checks:
+            self.listener.verifying(check)
             actual = file_digest(part.read_at, size, check.algorithm)
             if actual != check.hexdigest:
                 part.discard()
                 raise IntegrityError(check.mismatch(actual))
+        return checks

@@ -194,3 +194,9 @@ class UnsafeArchiveError(ArchiveError):
 
 class ArchiveLimitError(ArchiveError):
     """A bomb limit was reached: total size, number of members or compression ratio."""
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message)
+        # The rule the message names last, in parentheses: the `segdl.extract` keyword that
+        # sets the limit ("max_ratio"), or the free space. The command names its option instead.
+        self.rule = rule

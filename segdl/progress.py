@@ -8,16 +8,19 @@ engine's reporter samples them a few times a second and calls the listener from 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
 import threading
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .batch.run import ItemResult
+    from .verify import Checksum
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Listener:
 
     def warning(self, message: str) -> None:
         """Something worth telling the user happened, but the download goes on."""
+
+    def verifying(self, check: Checksum) -> None:
+        """Every byte is in: the file is read again to compare its digest with `check` (the
+        `checksum` option's, or the server's), which takes a while for a big file. Sent once
+        per digest, before `finish`."""
 
     def finish(self, done: int) -> None:
         """The transfer ended (successfully or not); no more events follow for it."""
@@ -85,14 +93,10 @@ class TqdmListener(Listener):
         info = self._info
         if self._bar is not None or info is None or self._loader.is_alive():
             return
-        from tqdm import tqdm
-
-        self._bar = tqdm(
+        self._bar = _binary_bar()(
             total=info.total,
             initial=info.resumed,
             unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
             desc=info.path.name[:30],
             file=self._file,
             miniters=1,
@@ -129,6 +133,11 @@ class TqdmListener(Listener):
         else:
             print(line, file=self._file or sys.stderr, flush=True)
 
+    def verifying(self, check: Checksum) -> None:
+        self._open()
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"verifying {check.algorithm}")
+
     def finish(self, done: int) -> None:
         self._info = None  # a bar not open yet stays closed
         if self._bar is not None:
@@ -149,6 +158,40 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TiB"
+
+
+_BAR = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_NO_TOTAL = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
+
+
+def binary_fields(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """tqdm's `format_dict` with the sizes and the rate written by `human_size`: tqdm's own
+    scaling divides sizes by `unit_divisor` but labels them with SI prefixes ("36.0M"), and
+    divides the rate by 1000 ("37.5MB/s"). Our fields take the place of its own."""
+    n, total, elapsed, rate = fields["n"], fields["total"], fields["elapsed"], fields["rate"]
+    if rate is None and elapsed:
+        rate = (n - fields["initial"]) / elapsed  # as tqdm's own fallback
+    fields.update(
+        unit_scale=False,
+        n_fmt=human_size(n),
+        total_fmt=human_size(total) if total is not None else "?",
+        rate_fmt=f"{human_size(rate)}/s" if rate is not None else "? B/s",
+        bar_format=fields["bar_format"] or (_BAR if total else _NO_TOTAL),
+    )
+    return fields
+
+
+@functools.cache
+def _binary_bar() -> Any:
+    """The tqdm class of byte bars (tqdm is imported on first use: see TqdmListener)."""
+    from tqdm import tqdm
+
+    class BinaryBar(tqdm):  # type: ignore[type-arg]
+        @property
+        def format_dict(self) -> MutableMapping[str, Any]:
+            return binary_fields(super().format_dict)
+
+    return BinaryBar
 
 
 class TqdmBatchListener(Listener):

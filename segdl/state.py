@@ -165,8 +165,13 @@ def load(path: Path) -> State:
 
 def save(path: Path, state: State) -> None:
     """Atomically replace the control file at `path` with `state` (durable on return)."""
+    write_atomically(path, state.to_bytes(), "save the control file")
+
+
+def write_atomically(path: Path, data: bytes, doing: str) -> None:
+    """Replace the file at `path` with `data` in one rename, durable on return; an error is a
+    DestinationError "cannot {doing} {path}: ..."."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    data = state.to_bytes()
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -182,7 +187,7 @@ def save(path: Path, state: State) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise destination_error(exc, path, "save the control file") from None
+        raise destination_error(exc, path, doing) from None
     sync_directory(path.parent)
 
 

@@ -207,5 +207,6 @@ def test_progress_bar_is_drawn_on_a_terminal(httpserver: RangeHTTPServer, tmp_pa
         os.close(master)
     screen = b"".join(chunks).decode(errors="replace")
     assert (tmp_path / "f.bin").read_bytes() == data
-    assert "100%" in screen and "conn" in screen and "MB" in screen  # bytes, rate, connections
+    assert "100%" in screen and "conn" in screen and "MiB/s" in screen  # bytes, rate, connections
+    assert "MB" not in screen  # binary units throughout
     assert "f.bin: 4.0 MiB in" in screen  # then the summary line

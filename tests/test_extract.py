@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import stat
 import struct
 import sys
 import zipfile
@@ -54,8 +53,16 @@ def archive_of(src: Path, fmt: str) -> bytes:
 
 
 def no_leftovers(root: Path) -> None:
-    """No staging folder, temporary archive or partial kept archive anywhere under `root`."""
-    assert [p for p in root.rglob("*") if p.name.startswith(".segdl") or ".part" in p.name] == []
+    """No staging folder, temporary archive or partial kept archive or record anywhere under
+    `root` (a finished extraction's record, `.segdl/extract-*.json`, is no leftover)."""
+    assert [
+        p for p in root.rglob("*") if p.name.startswith(".segdl-") or p.suffix in (".part", ".tmp")
+    ] == []
+
+
+def extracted(root: Path) -> dict[str, tuple[object, ...]]:
+    """`snapshot(root)` without the record of the extraction (`.segdl/`)."""
+    return {k: v for k, v in snapshot(root).items() if k.split("/")[0] != ".segdl"}
 
 
 def serve(server: RangeHTTPServer, data: bytes, path: str = "/a", **faults: object) -> ServedFile:
@@ -74,7 +81,7 @@ def test_every_format_byte_exact_from_a_url_without_a_name(
     result = segdl.extract(served.url + "?id=3", tmp_path / "out", connections=4, window=MiB)
     assert result.format == fmt.split("-")[0]
     assert snapshot(tmp_path / "out" / "pkg") == snapshot(tree)
-    assert os.listdir(tmp_path / "out") == ["pkg"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".segdl", "pkg"]  # .segdl: the record
     files = [v for v in snapshot(tree).values() if v[0] == "file"]
     assert result.members == len(snapshot(tree))
     assert result.bytes_written == sum(len(v[2]) for v in files)
@@ -132,7 +139,7 @@ def test_a_server_without_ranges(
     served = serve(rangeserver, data, **faults)
     result = segdl.extract(served.url, tmp_path / "out", connections=4)
     assert snapshot(tmp_path / "out" / "pkg") == snapshot(tree)
-    assert os.listdir(tmp_path / "out") == ["pkg"]  # the zip's temporary copy is gone
+    assert sorted(os.listdir(tmp_path / "out")) == [".segdl", "pkg"]  # no temporary copy
     no_leftovers(tmp_path)
     rangeserver.wait_idle()
     # One plain stream (a probe GET that gets the whole file may be dropped early).
@@ -196,8 +203,8 @@ def test_setuid_and_wide_modes_are_masked(rangeserver: RangeHTTPServer, tmp_path
     for fmt in ("tar.gz", "zip"):
         served = serve(rangeserver, build(fmt, members), f"/{fmt}")
         segdl.extract(served.url, tmp_path / fmt)
-        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / fmt).rglob("*")}
-        assert modes == {"d": 0o755, "run": 0o755, "data": 0o644}, fmt
+        modes = {k.split("/")[-1]: v[1] for k, v in extracted(tmp_path / fmt).items()}
+        assert modes == {".": 0o755, "d": 0o755, "run": 0o755, "data": 0o644}, fmt
 
 
 @pytest.fixture(scope="module")
@@ -314,12 +321,13 @@ def test_include_fetches_only_the_members_ranges(
     data, member = big_zip
     served = serve(rangeserver, data)
     result = segdl.extract(served.url, tmp_path / "out", include=["wanted/*.bin"])
-    assert snapshot(tmp_path / "out") == {
+    assert extracted(tmp_path / "out") == {
         ".": ("dir", 0o755),
         "wanted": ("dir", 0o755),
         "wanted/member.bin": ("file", 0o600, member),  # zipfile's mode for writestr
     }
     assert (result.members, result.skipped) == (1, 8)
+    assert result.paths == ("wanted/member.bin",)
     rangeserver.wait_idle()
     sent = served.bytes_sent()
     assert sent < len(member) + 2 * MiB < len(data) // 3  # the window past it is 1 MiB at most
@@ -336,13 +344,15 @@ def test_include_of_a_tar_reads_the_stream_and_keeps_the_chosen(
     served = serve(rangeserver, archive_of(tree, "tar.gz"))
     result = segdl.extract(served.url, tmp_path / "out", include=["pkg/sub/deeper"])
     out = tmp_path / "out"
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+    assert sorted(extracted(out)) == [
+        ".",
         "pkg",
         "pkg/sub",
         "pkg/sub/deeper",
         "pkg/sub/deeper/note.txt",
     ]
     assert result.members == 2  # deeper/ and note.txt; the parents are made, not members
+    assert result.paths == ("pkg/sub/deeper", "pkg/sub/deeper/note.txt")
 
 
 @pytest.mark.parametrize("fmt", ["tar.gz", "zip-deflate"])
@@ -351,10 +361,11 @@ def test_strip_components(
 ) -> None:
     served = serve(rangeserver, archive_of(tree, fmt))
     result = segdl.extract(served.url, tmp_path / "out", strip_components=1)
-    assert snapshot(tmp_path / "out") == snapshot(tree)
+    assert extracted(tmp_path / "out") == snapshot(tree)
     assert result.skipped == 1  # "pkg/" itself
     segdl.extract(served.url, tmp_path / "two", strip_components=2, include=["pkg/sub"])
-    assert sorted(os.listdir(tmp_path / "two")) == ["data.bin", "deeper", "link", "noise.bin"]
+    two = sorted(os.listdir(tmp_path / "two"))
+    assert two == [".segdl", "data.bin", "deeper", "link", "noise.bin"]
 
 
 # -- existing files, kept archives, checksums -----------------------------------------------------

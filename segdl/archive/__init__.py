@@ -7,7 +7,8 @@ count as separators. Symbolic links must resolve inside the destination (relativ
 only), hard links must point to a regular file extracted before them; device files, FIFOs and
 sockets are refused; modes are at most 0o755 (directories, executables) or 0o644, without
 setuid, setgid or sticky bits, and owners are not applied. Bomb limits (`Limits`) count the
-bytes actually decompressed. Nothing in the destination is overwritten unless `overwrite=True`.
+bytes actually decompressed. Nothing in the destination is overwritten unless `overwrite=True`
+(or, when `overwrite` is a set of paths relative to it, only those).
 Members are extracted into a staging folder inside the destination and moved into place only
 when the whole archive was read and checked: a failed, refused or interrupted extraction leaves
 the destination as it was.

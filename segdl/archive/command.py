@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -26,11 +27,12 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from ..batch.run import ItemResult
-from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from ..errors import DestinationError, Interrupted, SegdlError, UsageError
+from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
+from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
 from ..options import parse_size
 from ..progress import Listener, StartInfo, TqdmListener, human_size, plural
 from ..sink import destination_error
+from ..verify import Checksum
 from .remote import RemoteExtractResult, extract, extract_file
 from .safety import Limits
 
@@ -48,7 +50,20 @@ ARCHIVE_SUFFIXES = (
     ".tar",
     ".zip",
 )
-_EXTRACT_ONLY = ("strip_components", "include", "keep_archive", "max_extract_size", "max_members")
+_EXTRACT_ONLY = (
+    "strip_components",
+    "include",
+    "keep_archive",
+    "max_extract_size",
+    "max_members",
+    "max_ratio",
+)
+# The options that set the bomb limits, by the `segdl.extract` keyword errors name them with.
+LIMIT_OPTIONS = {
+    "max_size": "--max-extract-size",
+    "max_members": "--max-members",
+    "max_ratio": "--max-ratio",
+}
 
 
 def _count(text: str) -> int:
@@ -64,6 +79,16 @@ def _count(text: str) -> int:
 def _members(text: str) -> int:
     value = _count(text)
     if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 1:  # NaN too
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
@@ -116,6 +141,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="refuse an archive of more than N members (default 1000000)",
     )
+    group.add_argument(
+        "--max-ratio",
+        type=_ratio,
+        metavar="N",
+        help="refuse a member, or an archive, that expands more than N times beyond its "
+        "first MiB (default 200)",
+    )
 
 
 def check_arguments(
@@ -151,18 +183,26 @@ def check_arguments(
             "with one URL, --extract DIR is where the files go (--keep-archive FILE "
             "keeps the archive)"
         )
-    if args.if_exists == "skip":
-        parser.error(
-            "--if-exists skip does not apply to one archive (existing files are "
-            "never overwritten without --overwrite)"
-        )
 
 
 def _limits(args: argparse.Namespace) -> Limits:
     return Limits(
         max_size=args.max_extract_size,
         max_members=args.max_members if args.max_members is not None else 1_000_000,
+        max_ratio=args.max_ratio if args.max_ratio is not None else 200.0,
     )
+
+
+def message(exc: SegdlError) -> str:
+    """The error's message as the command shows it: a bomb limit names the option that sets
+    it (`--max-ratio`), not the library's keyword."""
+    text = str(exc)
+    rule = getattr(exc, "rule", None)
+    if isinstance(exc, ArchiveLimitError) and rule in LIMIT_OPTIONS:
+        tail = f"({rule})"
+        if text.endswith(tail):
+            text = f"{text[: -len(tail)]}({LIMIT_OPTIONS[rule]})"
+    return text
 
 
 # -- one URL -------------------------------------------------------------------------------------
@@ -206,6 +246,10 @@ class ExtractBar(TqdmListener):
             if self._bar is not None:
                 self._bar.set_postfix_str(self._postfix())
 
+    def verifying(self, check: Checksum) -> None:
+        with self._lock:
+            super().verifying(check)
+
     def finish(self, done: int) -> None:
         with self._lock:
             self._connections = 0
@@ -228,6 +272,8 @@ class _Warnings(Listener):
 
 def summary(result: RemoteExtractResult) -> str:
     """The one line printed after an extraction."""
+    if result.already_extracted:
+        return f"{result.dest}: already extracted ({result.members} members from {result.url})"
     parts = [
         f"{result.dest}: {plural(result.members, 'member')}, "
         f"{human_size(result.bytes_written)} written",
@@ -237,7 +283,7 @@ def summary(result: RemoteExtractResult) -> str:
         parts[-1] += f", {result.skipped} left out"
     if result.archive is not None:
         parts[-1] += f", archive kept as {result.archive}"
-    return " ".join(parts)
+    return " ".join(parts) + matched(result.verified)
 
 
 def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]) -> int:
@@ -261,18 +307,19 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
             overwrite=args.if_exists == "overwrite",
             max_size=limits.max_size,
             max_members=limits.max_members,
+            max_ratio=limits.max_ratio,
             window=args.window,
             listener=listener,
             **options,
         )
     except UsageError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
+        after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_USAGE
     except (Interrupted, KeyboardInterrupt):
-        print(f"segdl: interrupted; {dest} is as it was", file=stderr)
+        after_bar(bar, f"segdl: interrupted; {dest} is as it was", stderr)
         return EXIT_INTERRUPTED
     except SegdlError as exc:
-        print(f"segdl: error: {exc}", file=stderr)
+        after_bar(bar, f"segdl: error: {message(exc)}", stderr)
         return EXIT_FAILED
     finally:
         if bar is not None:
@@ -287,14 +334,13 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
 
 def folder_name(relative: PurePosixPath) -> PurePosixPath:
     """The folder an archive saved as `relative` is extracted into: its name without the
-    archive's extension (`data.tar.gz` -> `data`), else without its last suffix."""
+    archive's extension (`data.tar.gz` -> `data`), else its name as it is (`set-0`)."""
     name = relative.name
     lower = name.lower()
     for suffix in ARCHIVE_SUFFIXES:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return relative.with_name(name[: -len(suffix)])
-    stem = relative.stem
-    return relative.with_name(stem if stem and stem != name else name + ".d")
+    return relative
 
 
 class BatchExtraction:
@@ -346,6 +392,9 @@ class BatchExtraction:
             if other != item.index:
                 error = f"its folder {target} is taken by #{other} (give a --template)"
                 return replace(item, status="failed", path=target, error=error)
+            collision = self._collision(target, archive)
+            if collision is not None:
+                return replace(item, status="failed", path=target, error=collision)
             if self.skip_existing and (target.exists() or target.is_symlink()):
                 return replace(item, status="skipped", path=target)
             extract_file(
@@ -357,12 +406,26 @@ class BatchExtraction:
                 limits=self.limits,
             )
         except SegdlError as exc:
-            return replace(item, status="failed", path=target, error=str(exc))
+            return replace(item, status="failed", path=target, error=message(exc))
         finally:
             if not self.keep:
                 with contextlib.suppress(OSError):
                     archive.unlink()
         return replace(item, path=target)
+
+    def _collision(self, target: Path, archive: Path) -> str | None:
+        """Why `target` cannot be the folder of `archive`: it is a path the run itself writes
+        (the archive, when -d is --extract's folder and the name has no archive extension; or
+        the folder of the downloads), or None."""
+        where, folder = Path(os.path.abspath(target)), Path(os.path.abspath(self.folder))
+        if where == Path(os.path.abspath(archive)):
+            return (
+                f"its folder {target} would be the archive itself (with -d and --extract the "
+                "same folder, end --template with the archive's extension, e.g. '.zip')"
+            )
+        if where == folder or where in folder.parents:
+            return f"its folder {target} holds the downloaded archives (-d {self.folder})"
+        return None
 
     def close(self) -> None:
         if not self.keep:
@@ -375,6 +438,7 @@ __all__ = [
     "add_arguments",
     "check_arguments",
     "folder_name",
+    "message",
     "run_single",
     "summary",
 ]

@@ -30,7 +30,7 @@ from .safety import (
     refused,
     resolve_link,
 )
-from .staging import Staging
+from .staging import Overwrite, Staging
 
 FILE = "file"
 DIR = "directory"
@@ -48,6 +48,9 @@ class ExtractResult:
     members: int  # entries created: files, directories and links
     bytes_written: int  # bytes of file data
     skipped: int  # members left out by `include` or `strip_components`
+    # The paths of the members created, relative to `dest` ("/"-separated), in archive order;
+    # a path a later member replaced is listed once, where it first came.
+    paths: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class Extraction:
         *,
         format: str,
         limits: Limits | None,
-        overwrite: bool,
+        overwrite: Overwrite,
         strip_components: int,
         include: Sequence[str] | None,
         on_progress: Callable[[int, int], None] | None,
@@ -85,6 +88,7 @@ class Extraction:
         self.strip = strip_components
         self.patterns = normalize_patterns(include)
         self.skipped = 0
+        self.paths: dict[str, None] = {}  # an ordered set
         self._link_names: dict[Parts, str] = {}
         self.staging = Staging(Path(dest))
         try:
@@ -151,7 +155,7 @@ class Extraction:
     def add_dir(self, entry: Entry, parts: Parts) -> None:
         self._through_link(entry, parts)
         self.staging.make_dir(entry.name, parts, dir_mode(entry.mode), entry.mtime)
-        self.budget.created()
+        self._created(parts)
 
     def add_file(
         self, entry: Entry, parts: Parts, chunks: Iterable[bytes], consumed: Callable[[], int]
@@ -170,7 +174,7 @@ class Extraction:
 
         self.staging.write_file(entry.name, parts, counted(), file_mode(entry.mode), entry.mtime)
         budget.end_member(consumed())
-        budget.created()
+        self._created(parts)
 
     def add_symlink(self, entry: Entry, parts: Parts) -> None:
         """Creates a symbolic link whose target, resolved in the tree as built so far (and in
@@ -182,7 +186,7 @@ class Extraction:
         self._check_target(entry.name, parts, target)
         self.staging.make_symlink(entry.name, parts, target.replace("\\", "/"), entry.mtime)
         self._link_names[parts] = entry.name
-        self.budget.created()
+        self._created(parts)
 
     def _check_target(self, name: str, parts: Parts, target: str) -> None:
         try:
@@ -206,6 +210,10 @@ class Extraction:
             raise refused(entry.name, "hard link to itself")
         self._through_link(entry, target, including_last=True)
         self.staging.make_hardlink(entry.name, parts, target, entry.link)
+        self._created(parts)
+
+    def _created(self, parts: Parts) -> None:
+        self.paths.setdefault("/".join(parts))
         self.budget.created()
 
     def finish(self) -> ExtractResult:
@@ -222,4 +230,5 @@ class Extraction:
             members=self.budget.extracted,
             bytes_written=self.budget.written,
             skipped=self.skipped,
+            paths=tuple(self.paths),
         )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -52,19 +53,22 @@ from ..options import Options
 from ..probe import RemoteInfo, probe_remote
 from ..progress import Listener, StartInfo
 from ..retry import RetryPolicy, wait_before_retry
-from ..sink import destination_error
+from ..sink import NOFOLLOW, destination_error
 from ..stream import WINDOW_DEFAULT, RemoteFile
 from ..transport import Transport, check_url
 from ..verify import Checksum, server_digest
+from . import record
 from .detect import DETECT_SIZE, detect_format
 from .extractor import ExtractResult
 from .safety import Limits, normalize_patterns
+from .staging import Overwrite
 from .tarstream import extract_stream
 from .zipread import extract_zip, member_ranges, read_central_directory, select_members
 
 MIN_WINDOW = 1 << 20  # the smallest window for a few zip members
 TEMP_PREFIX = ".segdl-archive-"  # the temporary folder of an archive downloaded first
 _COPY_CHUNK = 1 << 20
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,10 @@ class RemoteExtractResult(ExtractResult):
     elapsed: float = 0.0  # seconds, from the first request to the last member in place
     fetched: int = 0  # bytes received from the server
     archive: Path | None = None  # the kept archive (`keep_archive`), if any
+    # True when the same extraction had been done before and its members were in place:
+    # nothing was fetched or written (`members`, `skipped` and `paths` are the earlier run's).
+    already_extracted: bool = False
+    verified: tuple[Checksum, ...] = ()  # the `checksum` the archive matched (before the move)
 
 
 def extract(
@@ -119,6 +127,13 @@ def extract(
     progress and, through `Listener.extracting`, the extraction's. The other keyword
     arguments are `segdl.download`'s.
 
+    A finished extraction leaves a record in `directory/.segdl/`: running the same one again
+    (same URL, `include` and `strip_components`) is a no-op when the probe finds the same
+    archive (validators, size) and every member it wrote is still in place
+    (`already_extracted`); when some are missing, it extracts again, replacing the members it
+    wrote before (and nothing else, unless `overwrite`). `overwrite` always extracts again.
+    The result's `paths` lists the members written, relative to `directory`.
+
     Raises a `segdl.SegdlError`: `ArchiveError` and its subclasses for a corrupt, unsupported
     or refused archive, the download errors otherwise.
     """
@@ -139,15 +154,24 @@ def extract(
         trust_env=trust_env,
         checksum=checksum,
     )
+    dest, selection, strip = Path(directory), _patterns(include), _strip(strip_components)
+    previous = None if overwrite else record.load(dest, url, selection, strip)
+    keep = _keep_target(keep_archive)
+    # What an earlier run of the same extraction kept there may be replaced.
+    replace_keep = bool(overwrite) or (previous is not None and previous.archive == str(keep))
+    if keep is not None and (keep.exists() or keep.is_symlink()) and not replace_keep:
+        raise DestinationError(f"{keep} already exists (use --overwrite to replace it)")
     plan = _Plan(
-        dest=Path(directory),
+        dest=dest,
         limits=Limits(max_size=max_size, max_members=max_members, max_ratio=max_ratio),
-        include=_patterns(include),
-        strip_components=_strip(strip_components),
+        include=selection,
+        strip_components=strip,
         overwrite=bool(overwrite),
-        keep=_keep_target(keep_archive, overwrite),
+        keep=keep,
+        replace_keep=replace_keep,
         listener=listener or Listener(),
         window=window,
+        previous=previous,
     )
     http = {
         "min_split": min_split,
@@ -220,7 +244,7 @@ def _strip(strip_components: int) -> int:
     return strip_components
 
 
-def _keep_target(keep: str | os.PathLike[str] | None, overwrite: bool) -> Path | None:
+def _keep_target(keep: str | os.PathLike[str] | None) -> Path | None:
     if keep is None:
         return None
     path = Path(keep)
@@ -228,8 +252,6 @@ def _keep_target(keep: str | os.PathLike[str] | None, overwrite: bool) -> Path |
         raise DestinationError(f"cannot keep the archive as {path}: it is a directory")
     if not path.parent.is_dir():
         raise DestinationError(f"cannot keep the archive as {path}: no directory {path.parent}")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise DestinationError(f"{path} already exists (use --overwrite to replace it)")
     return path
 
 
@@ -243,8 +265,10 @@ class _Plan:
     strip_components: int
     overwrite: bool
     keep: Path | None
+    replace_keep: bool  # whether an existing file at `keep` may be replaced
     listener: Listener
     window: int
+    previous: record.Record | None  # the record of this extraction done before, if any
 
 
 # -- the job -------------------------------------------------------------------------------------
@@ -263,6 +287,9 @@ class _Job:
         self.streams: list[RemoteFile] = []
         self.downloaded = 0  # bytes fetched by `segdl.download` (a zip downloaded first)
         self.kept: Path | None = None
+        self.overwrite: Overwrite = plan.overwrite
+        self.info: RemoteInfo | None = None
+        self.already = False
 
     def run(self) -> RemoteExtractResult:
         transport = Transport(self.url, self.options.transport())
@@ -272,16 +299,36 @@ class _Job:
             for stream in self.streams:
                 stream.close()
             transport.close()
+        if not self.already:
+            self._record(result)
         return RemoteExtractResult(
             **{f.name: getattr(result, f.name) for f in fields(result)},
             url=self.url,
             elapsed=time.monotonic() - self.started,
             fetched=self.meta_fetched + sum(s.fetched for s in self.streams) + self.downloaded,
             archive=self.kept,
+            already_extracted=self.already,
+            verified=(self.options.checksum,) if self.options.checksum and not self.already else (),
         )
 
     def _run(self, transport: Transport) -> ExtractResult:
-        info = self._probe(transport)
+        info = self.info = self._probe(transport)
+        previous = self.plan.previous
+        if previous is not None and previous.same_archive(info):
+            keep = self.plan.keep
+            if previous.in_place(self.plan.dest) and (keep is None or keep.exists()):
+                self.already = True
+                self.kept = keep
+                return ExtractResult(
+                    format=previous.format,
+                    dest=Path(os.path.abspath(self.plan.dest)),
+                    members=previous.members,
+                    bytes_written=0,
+                    skipped=previous.skipped,
+                    paths=tuple(path for path, _ in previous.paths),
+                )
+            if not self.plan.overwrite:  # some are missing: what it wrote may be replaced
+                self.overwrite = frozenset(path for path, _ in previous.paths)
         if info.segmentable and info.size:
             meta = _Ranges(transport, info, self.options.retries)
             try:
@@ -337,7 +384,7 @@ class _Job:
         plan = self.plan
         return {
             "limits": plan.limits,
-            "overwrite": plan.overwrite,
+            "overwrite": self.overwrite,
             "strip_components": plan.strip_components,
             "include": plan.include,
             "on_progress": plan.listener.extracting,
@@ -404,7 +451,7 @@ class _Job:
                 target,
                 connections=self.options.connections,
                 checksum=self.options.checksum,
-                if_exists="overwrite" if plan.overwrite else "error",
+                if_exists="overwrite" if plan.replace_keep else "error",
                 listener=plan.listener,
                 **self.http,
             )
@@ -428,6 +475,29 @@ class _Job:
             if folder is None:
                 self.kept = source.kept
             return self._extract_local(source.kept)
+
+    def _record(self, result: ExtractResult) -> None:
+        """Leaves the record of this extraction in DIR; failing to is only a warning: the
+        members are in place, only a re-run will not know it."""
+        info = self.info
+        assert info is not None
+        done = record.Record(
+            url=self.url,
+            include=self.plan.include,
+            strip_components=self.plan.strip_components,
+            etag=info.validators.etag,
+            last_modified=info.validators.last_modified,
+            size=info.size,
+            format=result.format,
+            skipped=result.skipped,
+            members=result.members,
+            paths=record.kinds(result.dest, result.paths),
+            archive=str(self.kept) if self.kept is not None else None,
+        )
+        try:
+            record.save(result.dest, done)
+        except DestinationError as exc:
+            self.plan.listener.warning(f"{exc} (a re-run will extract again)")
 
     def _extract_local(self, path: Path) -> ExtractResult:
         opts = self._extract_options()
@@ -565,11 +635,19 @@ class _KeepCopy:
     def __init__(self, path: Path) -> None:
         self.path = path
         where = path.parent
-        try:
-            fd, name = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".part", dir=where)
-        except OSError as exc:
-            raise destination_error(exc, where, "write the archive into") from exc
-        self.part = Path(name)
+        # Not mkstemp: its 0600 would stay on the kept file. Created 0644 as every output is,
+        # so the umask decides, under a random name that O_EXCL makes ours.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | _CLOEXEC
+        while True:
+            part = where / f".{path.name[:100]}.{secrets.token_hex(4)}.part"
+            try:
+                fd = os.open(part, flags, 0o644)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise destination_error(exc, where, "write the archive into") from exc
+        self.part = part
         self.file: BinaryIO = os.fdopen(fd, "wb")
         self.committed = False
 

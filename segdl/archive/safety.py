@@ -207,7 +207,8 @@ class Budget:
         if self.seen > self.limits.max_members:
             raise ArchiveLimitError(
                 f"refused member {name!r}: the archive has more than "
-                f"{plural(self.limits.max_members, 'member')} (max_members)"
+                f"{plural(self.limits.max_members, 'member')} (max_members)",
+                rule="max_members",
             )
 
     def declare(self, name: str, size: int) -> None:
@@ -232,7 +233,8 @@ class Budget:
         if self.ratio_exceeded(self.member_out, member_in):
             raise ArchiveLimitError(
                 f"refused member {name!r}: it expands more than {self.limits.max_ratio:g} times "
-                f"beyond its first {self.limits.ratio_grace} bytes (max_ratio)"
+                f"beyond its first {self.limits.ratio_grace} bytes (max_ratio)",
+                rule="max_ratio",
             )
         self.written += size
         self.tick()
@@ -252,7 +254,8 @@ class Budget:
             where = f" (at member {name!r})" if name is not None else ""
             raise ArchiveLimitError(
                 f"refused archive{where}: it expands more than {self.limits.max_ratio:g} times "
-                f"overall beyond its first {self.limits.ratio_grace} bytes (max_ratio)"
+                f"overall beyond its first {self.limits.ratio_grace} bytes (max_ratio)",
+                rule="max_ratio",
             )
 
     def created(self) -> None:
@@ -271,5 +274,6 @@ class Budget:
     def _too_big(self, name: str) -> ArchiveLimitError:
         return ArchiveLimitError(
             f"refused member {name!r}: the extracted data would exceed {self.max_size} bytes "
-            f"({self.size_rule})"
+            f"({self.size_rule})",
+            rule=self.size_rule,
         )

@@ -18,6 +18,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,16 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _DIR_FLAGS = os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 _T = TypeVar("_T")
+# What an extraction may replace in DIR: everything (True), nothing (False), or only the paths
+# listed (relative to DIR, "/"-separated): those an earlier extraction of the archive wrote.
+Overwrite = bool | AbstractSet[str]
+
+
+def replaces(overwrite: Overwrite, parts: Parts) -> bool:
+    """Whether `overwrite` lets a member replace what stands at `parts` in DIR."""
+    if isinstance(overwrite, bool):
+        return overwrite
+    return "/".join(parts) in overwrite
 
 
 # What safe extraction needs: directory file descriptors and O_NOFOLLOW (POSIX, not Windows).
@@ -245,7 +256,7 @@ class Staging:
                 os.close(fd)
         return None
 
-    def dest_conflict(self, parts: Parts, is_dir: bool, overwrite: bool) -> str | None:
+    def dest_conflict(self, parts: Parts, is_dir: bool, overwrite: Overwrite) -> str | None:
         """Why member `parts` cannot be moved into DIR, or None (checked early, per member; the
         same rules as `commit`, which checks again)."""
         missing = self._missing
@@ -270,7 +281,9 @@ class Staging:
                     os.close(fd)
                     fd = child
                     continue
-                return None if overwrite else f"{here} already exists (overwrite is off)"
+                if replaces(overwrite, parts[:end]):
+                    return None
+                return f"{here} already exists (overwrite is off)"
             return None
         finally:
             os.close(fd)
@@ -290,7 +303,7 @@ class Staging:
 
     # -- the final move --------------------------------------------------------------------
 
-    def commit(self, overwrite: bool) -> None:
+    def commit(self, overwrite: Overwrite) -> None:
         """Moves the tree into DIR: refuses every conflict first, then renames; puts
         everything back if anything fails (or is interrupted) before the last rename."""
         self._forget_parent()
@@ -314,7 +327,7 @@ class Staging:
         parts: Parts,
         sfd: int,
         dfd: int,
-        overwrite: bool,
+        overwrite: Overwrite,
         moves: list[tuple[Parts, bool]],
         conflicts: list[str],
     ) -> None:
@@ -342,7 +355,7 @@ class Staging:
                     os.close(child_s)
             elif stat.S_ISDIR(target):
                 conflicts.append(f"{where} is a directory")
-            elif overwrite:
+            elif replaces(overwrite, here):
                 moves.append((here, True))
             else:
                 conflicts.append(f"{where} already exists (overwrite is off)")

@@ -20,6 +20,7 @@ from .decode import OUT_CHUNK, Decoder, ZstdFrames, import_zstandard, tar_decode
 from .detect import DETECT_SIZE, FORMATS, TAR_FORMATS, detect_format, is_tar_header
 from .extractor import DIR, FILE, HARDLINK, SYMLINK, Entry, Extraction, ExtractResult
 from .safety import Limits
+from .staging import Overwrite
 
 READ_CHUNK = 64 << 10  # bytes asked of the source at once
 _COMPRESSION = {"tar.gz": "gzip", "tar.bz2": "bzip2", "tar.xz": "xz", "tar.zst": "zstd"}
@@ -44,7 +45,7 @@ def extract_stream(
     *,
     format: str | None = None,
     limits: Limits | None = None,
-    overwrite: bool = False,
+    overwrite: Overwrite = False,
     strip_components: int = 0,
     include: Sequence[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,

@@ -28,6 +28,7 @@ from ..errors import (
 from .decode import OUT_CHUNK, ZIP_METHODS, zip_decoder, zip_method_name
 from .extractor import DIR, FILE, SYMLINK, Entry, Extraction, ExtractResult
 from .safety import Limits, Parts, included, member_parts, normalize_patterns
+from .staging import Overwrite
 
 Reader = Callable[[int, int], bytes]
 
@@ -160,7 +161,8 @@ def read_central_directory(
         raise UnsupportedArchiveError("unsupported zip: it is split over several files")
     if count > max_members:
         raise ArchiveLimitError(
-            f"refused archive: it has {count} members, more than {max_members} (max_members)"
+            f"refused archive: it has {count} members, more than {max_members} (max_members)",
+            rule="max_members",
         )
     prefix = cd_stop - cd_size - cd_offset  # bytes before the archive (a self-extractor)
     if prefix < 0 or cd_size < count * _CENTRAL.size:
@@ -371,7 +373,7 @@ def extract_zip(
     *,
     directory: ZipDirectory | None = None,
     limits: Limits | None = None,
-    overwrite: bool = False,
+    overwrite: Overwrite = False,
     strip_components: int = 0,
     include: Sequence[str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -444,7 +446,8 @@ def _declared_limits(chosen: list[tuple[ZipMember, Entry, Parts]], extraction: E
         if budget.ratio_exceeded(member.file_size, member.compress_size):
             raise ArchiveLimitError(
                 f"refused member {member.name!r}: it declares {member.file_size} bytes from "
-                f"{member.compress_size}, more than {budget.limits.max_ratio:g} times (max_ratio)"
+                f"{member.compress_size}, more than {budget.limits.max_ratio:g} times (max_ratio)",
+                rule="max_ratio",
             )
         budget.declare(member.name, total_out)
     budget.overall(total_in, total_out, None)
