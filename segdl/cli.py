@@ -25,7 +25,7 @@ from .batch.manifest import FORMATS, read_manifest
 from .batch.report import ReportRow, ReportWriter
 from .batch.run import ItemResult
 from .engine import Result
-from .errors import Interrupted, SegdlError, UsageError
+from .errors import DiskFullError, Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
 from .progress import Listener, TqdmBatchListener, TqdmListener, human_size
 from .transport import silence_insecure_warnings
@@ -526,6 +526,7 @@ def run_batch_command(
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     fetched = 0
     listed = 0
+    stopped: DiskFullError | None = None
     try:
         if args.input_file is not None:
             items: object = read_manifest(
@@ -558,6 +559,9 @@ def run_batch_command(
     except (Interrupted, KeyboardInterrupt):
         print("segdl: interrupted; run the same command again to resume", file=stderr)
         return EXIT_INTERRUPTED
+    except DiskFullError as exc:
+        # The batch stopped there, consistent: what it did is worth the summary below.
+        stopped = exc
     except SegdlError as exc:
         print(f"segdl: error: {exc}", file=stderr)
         return EXIT_FAILED
@@ -566,6 +570,8 @@ def run_batch_command(
             bar.close()
         if report is not None:
             report.close()
+    if stopped is not None:
+        print(f"segdl: error: {stopped}", file=stderr)
     if listed > _MAX_LISTED:
         print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
     if not args.quiet:
@@ -576,7 +582,7 @@ def run_batch_command(
             f"{human_size(fetched)} in {elapsed:.2f} s, {human_size(rate)}/s",
             file=stderr,
         )
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+    return EXIT_FAILED if counts["failed"] or stopped is not None else EXIT_OK
 
 
 def _row(result: ItemResult, directory: Path) -> ReportRow:

@@ -192,13 +192,15 @@ class Scheduler:
                 host.cond.notify()
                 self._cond.notify()
 
-    def host_load(self, key: HostKey) -> tuple[int, int]:
-        """(requests open or waiting for a slot, cap) of one host: how busy it is."""
+    def host_load(self, key: HostKey) -> tuple[int, int, float]:
+        """(requests open or waiting for a slot, cap, seconds left of its pause) of one host:
+        how busy it is, and whether a request to it would have to wait out a 429/503."""
         with self._cond:
             host = self._hosts.get(key)
             if host is None:
-                return 0, self.per_host
-            return host.active + host.waiting, host.cap
+                return 0, self.per_host, 0.0
+            pause = max(0.0, host.paused_until - self._monotonic())
+            return host.active + host.waiting, host.cap, pause
 
     # -- range jobs and their workers ---------------------------------------------------------
     def add_job(self, job: RangeJob) -> None:
