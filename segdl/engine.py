@@ -496,8 +496,14 @@ class Engine:
             if body is None:
                 try:
                     self.attempts += 1
+                    # Lean: a batch that stops cuts a request still waiting for its answer.
                     body = self.transport.open_range(
-                        info.final_url, pos, stop, total=info.size, validators=info.validators
+                        info.final_url,
+                        pos,
+                        stop,
+                        total=info.size,
+                        validators=info.validators,
+                        lean=True,
                     )
                 except (NetworkError, HTTPStatusError) as exc:
                     if self._should_retire(job, exc):

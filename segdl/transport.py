@@ -348,6 +348,10 @@ class Sessions:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is not None:
             session.close()  # a closed Session makes new pools on its next request
+        with self._lock:
+            lean = self._lean
+        if lean is not None:
+            lean.drop_last()
 
     def close(self) -> None:
         with self._lock:

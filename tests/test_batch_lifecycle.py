@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from fakes import NOW, payload
-from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_files
+from rangeserver import Faults, RangeHTTPServer, RequestRecord, pattern_bytes, serve_files
 
 import segdl.sink
 from segdl import Clock
@@ -226,6 +226,44 @@ def test_cancel_wakes_a_request_waiting_for_its_answer(
     helper.join()
     threads_gone()
     assert tree(tmp_path) == {}
+
+
+def test_cancel_wakes_a_range_request_waiting_for_its_answer(
+    rangeserver: RangeHTTPServer, tmp_path: Path
+) -> None:
+    """A shared range worker waits for the headers of a range that the server holds back:
+    the cancel cuts it too, and every thread of the run ends."""
+    data = pattern_bytes(4 * MiB, seed=5)
+    served = serve_files(rangeserver, {"/big.bin": data}, Faults(rate=256 * 1024))["/big.bin"]
+    held = threading.Event()
+
+    def hold_ranges(record: RequestRecord) -> None:
+        if record.range_header != "bytes=0-":
+            held.wait(60)
+
+    served.request_hook = hold_ranges
+    cancel = threading.Event()
+
+    def cancel_once_held() -> None:
+        wait_for(lambda: len(served.gets()) >= 2, "a range request")
+        cancel.set()
+
+    helper = threading.Thread(target=cancel_once_held)
+    helper.start()
+    try:
+        with pytest.raises(Interrupted):
+            for _ in iter_download_many(
+                [served.url], tmp_path, jobs=1, connections=2, min_split=256 * 1024, cancel=cancel
+            ):
+                pass
+        helper.join()
+        threads_gone()
+    finally:
+        held.set()
+    served.request_hook = None
+    served.faults.rate = None
+    assert [r.status for r in iter_download_many([served.url], tmp_path)] == ["ok"]
+    assert (tmp_path / "big.bin").read_bytes() == data
 
 
 def test_sigint_stops_a_batch_at_once_and_a_rerun_completes(
