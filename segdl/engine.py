@@ -43,7 +43,7 @@ from .options import Options
 from .probe import RemoteInfo, info_from_first, probe_remote
 from .progress import Listener, StartInfo
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
-from .scheduler import Halted, HostKey, Scheduler, host_key
+from .scheduler import Halted, HostKey, Paused, Scheduler, host_key
 from .sink import (
     ALIGN,
     PartFile,
@@ -237,8 +237,8 @@ class Engine:
         `resolve` names the destination from what the answer says (it may raise to refuse the
         item, or return None to skip it: the body is then dropped). A small file is done in
         this one request; a large one is split while this connection keeps streaming.
-        With `requeue`, a host that asks for a pause (429/503 with Retry-After) raises
-        `Requeue` instead of waiting here: the caller's thread can serve other hosts meanwhile.
+        With `requeue`, a host that asks for a pause (429/503 with Retry-After), or is paused,
+        raises `Requeue` instead of waiting here: the caller's thread can serve other hosts.
         """
         policy = self.retry
         key = host_key(url)
@@ -246,9 +246,11 @@ class Engine:
             if self.cancel.is_set():
                 raise Interrupted("interrupted")
             try:
-                self.scheduler.acquire(key, self.cancel)
+                self.scheduler.acquire(key, self.cancel, leave_paused=requeue)
             except Halted:
                 raise Interrupted("interrupted") from None
+            except Paused:
+                raise Requeue(policy) from None
             try:
                 self.attempts += 1
                 body, final_url = self.transport.open_first(url, accept=self.options.accept)

@@ -28,6 +28,7 @@ from segdl.batch.journal import Journal
 from segdl.batch.run import ItemResult
 from segdl.cli import main
 from segdl.errors import DiskFullError, Interrupted
+from segdl.scheduler import Paused, Scheduler
 
 MiB = 1 << 20
 DEADLINE = 10.0  # seconds; only ever reached when something is wrong
@@ -433,9 +434,13 @@ def test_cli_full_disk_prints_one_line_and_the_summary(
 # --- item 7: a paused host never holds up another host's items ------------------------------
 
 
-@pytest.mark.parametrize("jobs", [1, 2, 4])
+@pytest.mark.parametrize(("jobs", "per_host"), [(1, 8), (2, 8), (4, 8), (4, 1), (16, 2)])
 def test_items_of_a_paused_host_wait_without_holding_a_driver(
-    rangeserver: RangeHTTPServer, rangeserver2: RangeHTTPServer, tmp_path: Path, jobs: int
+    rangeserver: RangeHTTPServer,
+    rangeserver2: RangeHTTPServer,
+    tmp_path: Path,
+    jobs: int,
+    per_host: int,
 ) -> None:
     """Host A's items come first and A asks for an hour's pause: every item of host B is
     fetched meanwhile, by every driver, and A sees no request during its pause."""
@@ -454,7 +459,9 @@ def test_items_of_a_paused_host_wait_without_holding_a_driver(
     # Real time and real (interruptible) sleeps: only the wall clock of Retry-After is fixed.
     clock = Clock(wall=lambda: NOW, rand=lambda: 0.5)
     try:
-        with iter_download_many(urls, tmp_path, jobs=jobs, cancel=cancel, clock=clock) as results:
+        with iter_download_many(
+            urls, tmp_path, jobs=jobs, per_host=per_host, cancel=cancel, clock=clock
+        ) as results:
             for result in results:
                 assert result.status == "ok", result.error
                 done.add(result.url)
@@ -468,4 +475,33 @@ def test_items_of_a_paused_host_wait_without_holding_a_driver(
     assert done == b_urls
     assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files_b.items()}
     # A saw the requests under way when it first answered 429, not one per item or retry.
-    assert 1 <= len(rangeserver.requests) <= jobs
+    assert 1 <= len(rangeserver.requests) <= min(jobs, per_host)
+
+
+def test_a_request_waiting_for_a_slot_leaves_when_its_host_is_paused() -> None:
+    """A batch's request waiting for a slot of a host that then asks for a pause gives its
+    driver back at once (the driver serves other hosts), instead of waiting out the pause."""
+    scheduler = Scheduler(
+        max_connections=4, per_host=1, buffer_factory=lambda: memoryview(bytearray(1))
+    )
+    host = ("http", "a.example", 80)
+    scheduler.acquire(host)  # the one slot of host A, held
+    outcome: list[str] = []
+
+    def waiter() -> None:
+        try:
+            scheduler.acquire(host, leave_paused=True)
+        except Paused:
+            outcome.append("left")
+        else:
+            outcome.append("acquired")
+            scheduler.release(host)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_for(lambda: scheduler.host_load(host)[0] == 2, "the request to wait")
+    scheduler.refused(host, 3600.0)
+    thread.join(DEADLINE)
+    assert outcome == ["left"]
+    scheduler.release(host)
+    scheduler.close()

@@ -509,9 +509,8 @@ class Batch:
                     return
                 try:
                     result = self._fetch(item, claims)
-                except Requeue as paused:
+                except Requeue:
                     # Its host asked for a pause: this driver serves other hosts meanwhile.
-                    item.retry = paused.policy
                     lookahead.put_back(item)
                     continue
                 if result is not None:
