@@ -7,8 +7,11 @@ Three kinds of thread share the work:
   queues the rest by host in a bounded lookahead;
 - `jobs` *drivers* each take the next item from the host that is least busy, and run it with
   an `Engine` on the shared `Scheduler`: one GET for a small file, ranges for a large one;
-- the caller's thread consumes results as they come, flushes the journal and samples
-  progress for the listener; Ctrl-C there stops everything and keeps the journal consistent.
+- the caller's thread consumes results as they come (a few ahead at most: results not read
+  hold the drivers back), flushes the journal and samples progress for the listener; Ctrl-C
+  there, closing the results, or an error in any thread (a full disk) stops everything, wakes
+  every wait and keeps the journal consistent. No thread ends with an exception of its own:
+  it hands it to the run, which raises it once every thread has ended.
 
 Memory is bounded by the lookahead, never by the length of the list: what must be remembered
 across all items (the destinations already claimed) lives in a temporary SQLite table.
