@@ -34,7 +34,7 @@ MiB = 1 << 20
 DEADLINE = 10.0  # seconds; only ever reached when something is wrong
 
 
-# --- helpers --------------------------------------------------------------------------------
+# --- helpers --------------------------------------------------------------------------------------
 
 
 def small_files(count: int, *, prefix: str = "f", size: int = 3000) -> dict[str, bytes]:
@@ -103,7 +103,7 @@ def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]
     return seen
 
 
-# --- item 4: a consumer that stops reading, or closes the results ---------------------------
+# --- a consumer that stops reading, or closes the results -----------------------------------------
 
 
 @pytest.mark.parametrize("how", ["close", "with", "del"])
@@ -171,7 +171,7 @@ def test_closing_mid_transfer_stops_downloads_and_a_rerun_completes(
     assert thread_errors == []
 
 
-# --- item 5: a cancel wakes every wait ------------------------------------------------------
+# --- a cancel wakes every wait --------------------------------------------------------------------
 
 
 def test_cancel_stops_a_driver_streaming_its_first_range(
@@ -286,9 +286,12 @@ def test_sigint_stops_a_batch_at_once_and_a_rerun_completes(
         cwd=tmp_path,
         env={**os.environ, "NO_PROXY": "*"},
     )
+
+    def streaming() -> bool:
+        return sum(r.body_bytes >= 64 * 1024 for r in rangeserver.requests) >= 4
+
     try:
-        streaming = lambda: sum(r.body_bytes >= 64 * 1024 for r in rangeserver.requests) >= 4  # noqa: E731
-        wait_for(streaming, "every file to stream")
+        wait_for(streaming, "the files to stream")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -307,7 +310,7 @@ def test_sigint_stops_a_batch_at_once_and_a_rerun_completes(
     assert tree(dest) == {p.lstrip("/"): d for p, d in files.items()}
 
 
-# --- item 2: a full disk stops the batch ----------------------------------------------------
+# --- a full disk stops the batch ------------------------------------------------------------------
 
 
 class FullAfter:
@@ -431,7 +434,7 @@ def test_cli_full_disk_prints_one_line_and_the_summary(
     assert tree(dest) == {p.lstrip("/"): d for p, d in files.items()}
 
 
-# --- item 7: a paused host never holds up another host's items ------------------------------
+# --- a paused host never holds up another host's items --------------------------------------------
 
 
 @pytest.mark.parametrize(("jobs", "per_host"), [(1, 8), (2, 8), (4, 8), (4, 1), (16, 2)])
