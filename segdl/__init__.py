@@ -14,7 +14,7 @@ from .api import download, download_many, fetch, iter_download_many, open
 from .archive.extractor import ExtractResult
 from .archive.remote import RemoteExtractResult, extract
 from .batch.manifest import BadRecord, Record, read_manifest
-from .batch.run import ItemResult
+from .batch.run import BatchResults, ItemResult
 from .engine import Clock, Result
 from .errors import (
     ArchiveError,
@@ -51,6 +51,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveLimitError",
     "BadRecord",
+    "BatchResults",
     "Clock",
     "ConnectError",
     "ContentTypeError",
