@@ -519,7 +519,8 @@ class Transport:
         headers = validators.request_headers() if offset else {}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        response, _ = self.request("GET", url, headers)
+        # Lean: a batch that stops cuts a request still waiting for its answer.
+        response, _ = self.request("GET", url, headers, lean=True)
         try:
             length = check_stream_response(response, offset, validators)
         except BaseException:
