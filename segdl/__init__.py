@@ -14,7 +14,7 @@ from .api import download, download_many, fetch, iter_download_many, open
 from .archive.extractor import ExtractResult
 from .archive.remote import RemoteExtractResult, extract
 from .batch.manifest import BadRecord, Record, read_manifest
-from .batch.run import ItemResult
+from .batch.run import BatchResults, ItemResult
 from .engine import Clock, Result
 from .errors import (
     ArchiveError,
@@ -25,6 +25,7 @@ from .errors import (
     DestinationError,
     DiskFullError,
     HTTPStatusError,
+    InsufficientSpaceError,
     IntegrityError,
     Interrupted,
     InvalidURLError,
@@ -53,6 +54,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveLimitError",
     "BadRecord",
+    "BatchResults",
     "Clock",
     "ConnectError",
     "ContentTypeError",
@@ -61,6 +63,7 @@ __all__ = [
     "DiskFullError",
     "ExtractResult",
     "HTTPStatusError",
+    "InsufficientSpaceError",
     "IntegrityError",
     "Interrupted",
     "InvalidURLError",

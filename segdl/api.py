@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from .batch.manifest import BadRecord, Record
-from .batch.run import BatchOptions, ItemResult, run_batch
+from .batch.run import BatchOptions, BatchResults, ItemResult, run_batch
 from .batch.template import DEFAULT, Template
 from .engine import Clock, Engine, Result, free_name
 from .errors import DestinationError, InvalidURLError, UsageError
@@ -170,9 +170,11 @@ def iter_download_many(
     listener: Listener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
-) -> Iterator[ItemResult]:
+) -> BatchResults:
     """Download many files over one shared pool of connections; yields each item's result as
-    it finishes (for callers with millions of items).
+    it finishes (for callers with millions of items). The batch runs while the results are
+    read, a few ahead at most; `close()` them (or use them in a `with` block) to stop it
+    early.
 
     `items` are URLs, `(url, relative_path)` pairs, mappings (`{"url": ..., "path": ...}`,
     where "url" may be a list of mirrors and the other keys are fields for `template`), or
@@ -181,8 +183,9 @@ def iter_download_many(
     once, each over up to `connections` connections, with at most `per_host` connections to
     one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
     skip finished items without a request (`journal` may also be the journal's path, or False
-    for none). Raises `Interrupted` when `cancel` is set (run it again to resume), and
-    UsageError for bad options, before anything is fetched.
+    for none). Raises `Interrupted` when `cancel` is set (run it again to resume),
+    `DiskFullError` when the disk fills up (the batch stops there; run it again once there is
+    room), and UsageError for bad options, before anything is fetched.
     """
     options = _options(
         connections=connections,

@@ -28,7 +28,7 @@ from .batch.run import ItemResult
 from .batch.template import DEFAULT as DEFAULT_TEMPLATE
 from .batch.template import Template, TemplateError, safe_relative
 from .engine import Result
-from .errors import Interrupted, SegdlError, UsageError
+from .errors import DiskFullError, Interrupted, SegdlError, UsageError
 from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
 from .progress import Listener, TqdmBatchListener, TqdmListener, human_size, plural
 from .stream import WINDOW_DEFAULT
@@ -619,6 +619,7 @@ def run_batch_command(
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     fetched = 0
     listed = 0
+    stopped: DiskFullError | None = None
     try:
         if args.input_file is not None:
             items: object = read_manifest(
@@ -653,6 +654,9 @@ def run_batch_command(
     except (Interrupted, KeyboardInterrupt):
         after_bar(bar, "segdl: interrupted; run the same command again to resume", stderr)
         return EXIT_INTERRUPTED
+    except DiskFullError as exc:
+        # The batch stopped there, consistent: what it did is worth the summary below.
+        stopped = exc
     except SegdlError as exc:
         after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_FAILED
@@ -661,6 +665,8 @@ def run_batch_command(
             bar.close()
         if report is not None:
             report.close()
+    if stopped is not None:
+        print(f"segdl: error: {stopped}", file=stderr)
     if listed > _MAX_LISTED:
         print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
     if not args.quiet:
@@ -671,7 +677,7 @@ def run_batch_command(
             f"{human_size(fetched)} in {elapsed:.2f} s, {human_size(rate)}/s",
             file=stderr,
         )
-    return EXIT_FAILED if counts["failed"] else EXIT_OK
+    return EXIT_FAILED if counts["failed"] or stopped is not None else EXIT_OK
 
 
 def _failed_line(result: ItemResult) -> str:

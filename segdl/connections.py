@@ -123,6 +123,7 @@ class Connections:
         self._lock = threading.Lock()
         self._idle: dict[_Key, list[Any]] = {}
         self._busy: set[Any] = set()  # connections with a request on them now
+        self._local = threading.local()  # the connection each thread last gave back
         self._closed = False
         self._netrc = trust_env and _netrc_exists()
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
@@ -145,8 +146,23 @@ class Connections:
             self._busy.discard(conn)
             if not self._closed:
                 self._idle.setdefault(key, []).append(conn)
+                self._local.last = key, conn
                 return
         conn.close()  # a thread that finished after the run closed its connections
+
+    def drop_last(self) -> None:
+        """Close the connection this thread last gave back, if still idle (a slow one)."""
+        last = getattr(self._local, "last", None)
+        if last is None:
+            return
+        self._local.last = None
+        key, conn = last
+        with self._lock:
+            idle = self._idle.get(key, [])
+            if conn not in idle:
+                return  # reused or closed meanwhile
+            idle.remove(conn)
+        conn.close()
 
     def _take(self, key: _Key) -> Any:
         with self._lock:

@@ -27,8 +27,8 @@ from . import plan, state
 from .control import Control
 from .errors import (
     DestinationError,
-    DiskFullError,
     HTTPStatusError,
+    InsufficientSpaceError,
     IntegrityError,
     Interrupted,
     NetworkError,
@@ -43,7 +43,7 @@ from .options import Options
 from .probe import RemoteInfo, info_from_first, probe_remote
 from .progress import Listener, StartInfo
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
-from .scheduler import Halted, HostKey, Scheduler, host_key
+from .scheduler import Halted, HostKey, Paused, Scheduler, host_key
 from .sink import (
     ALIGN,
     PartFile,
@@ -112,6 +112,15 @@ def free_name(path: Path, reserve: Callable[[Path], bool] | None = None) -> Path
 
 def _taken(path: Path) -> bool:
     return path.exists() or path.is_symlink()
+
+
+class Requeue(Exception):
+    """`fetch_first`'s host asked for a pause: run the item again later, with `policy` (the
+    retries it has left), rather than wait in this thread."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        super().__init__("host paused")
+        self.policy = policy
 
 
 @dataclass
@@ -220,12 +229,20 @@ class Engine:
             verified=verified,
         )
 
-    def fetch_first(self, url: str, resolve: Callable[[RemoteInfo], Path | None]) -> Result | None:
+    def fetch_first(
+        self,
+        url: str,
+        resolve: Callable[[RemoteInfo], Path | None],
+        *,
+        requeue: bool = False,
+    ) -> Result | None:
         """Batch path: a GET of `bytes=0-` that sizes the file and already carries its body.
 
         `resolve` names the destination from what the answer says (it may raise to refuse the
         item, or return None to skip it: the body is then dropped). A small file is done in
         this one request; a large one is split while this connection keeps streaming.
+        With `requeue`, a host that asks for a pause (429/503 with Retry-After), or is paused,
+        raises `Requeue` instead of waiting here: the caller's thread can serve other hosts.
         """
         policy = self.retry
         key = host_key(url)
@@ -233,9 +250,11 @@ class Engine:
             if self.cancel.is_set():
                 raise Interrupted("interrupted")
             try:
-                self.scheduler.acquire(key, self.cancel)
+                self.scheduler.acquire(key, self.cancel, leave_paused=requeue)
             except Halted:
                 raise Interrupted("interrupted") from None
+            except Paused:
+                raise Requeue(policy) from None
             try:
                 self.attempts += 1
                 body, final_url = self.transport.open_first(url, accept=self.options.accept)
@@ -243,7 +262,11 @@ class Engine:
                 self.scheduler.release(key)
                 if isinstance(exc, HTTPStatusError):
                     self.http_status = exc.status
-                policy = self._wait(policy, exc, key)
+                if self._refused(policy, exc, key) and requeue:
+                    raise Requeue(policy.increment(exc)) from None
+                policy = wait_before_retry(
+                    policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
+                )
                 continue
             except BaseException:
                 self.scheduler.release(key)
@@ -438,7 +461,7 @@ class Engine:
         except OSError:
             return
         if size > free:
-            raise DiskFullError(
+            raise InsufficientSpaceError(
                 f"not enough free space in {directory}: the file needs {size} bytes, "
                 f"{free} are available"
             )
@@ -479,8 +502,14 @@ class Engine:
             if body is None:
                 try:
                     self.attempts += 1
+                    # Lean: a batch that stops cuts a request still waiting for its answer.
                     body = self.transport.open_range(
-                        info.final_url, pos, stop, total=info.size, validators=info.validators
+                        info.final_url,
+                        pos,
+                        stop,
+                        total=info.size,
+                        validators=info.validators,
+                        lean=True,
                     )
                 except (NetworkError, HTTPStatusError) as exc:
                     if self._should_retire(job, exc):
@@ -510,7 +539,9 @@ class Engine:
         # it is full, at the end of the range, when its oldest byte is one save interval old
         # (so a crash loses no more than that) and before any error or stop goes on up.
         size = len(buffer)
-        halt = self._halt
+        # The cancel too: a batch driver streams its file's first range here, and no one sets
+        # the job's halt while it does.
+        halt, cancel = self._halt, self.cancel
         monotonic = self.clock.monotonic
         stale = self.options.save_interval
         fill = 0
@@ -529,7 +560,7 @@ class Engine:
                 if fill == 0:
                     oldest = monotonic()
                 fill += n
-                if halt.is_set():
+                if halt.is_set() or cancel.is_set():
                     raise Stop
                 if fill >= limit or n >= want or monotonic() - oldest >= stale:
                     self._flush(seg, buffer, fill, part)
@@ -567,12 +598,20 @@ class Engine:
 
         A 429 or 503 also tells the scheduler, which slows that host (not the others).
         """
-        if isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES:
-            delay = parse_retry_after(exc.retry_after, self.clock.wall())
-            self.scheduler.refused(host or self._host, delay)
+        self._refused(policy, exc, host or self._host)
         return wait_before_retry(
             policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
         )
+
+    def _refused(self, policy: RetryPolicy, exc: SegdlError, host: HostKey) -> bool:
+        """Tell the scheduler of a 429 or 503; True when the host is now paused."""
+        if not (isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES):
+            return False
+        delay = parse_retry_after(exc.retry_after, self.clock.wall())
+        if delay is not None:
+            delay = min(delay, policy.retry_after_max)  # as long as the retry would wait
+        self.scheduler.refused(host, delay)
+        return delay is not None and delay > 0
 
     def _backoff(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
         self._check_cancel()

@@ -21,6 +21,7 @@
     │   └── RedirectError          too many redirects, a loop, a refused scheme or a downgrade
     ├── DestinationError           the local side: exists, permission, not a directory, disk full
     │   └── DiskFullError          ENOSPC / EFBIG / not enough free space
+    │       └── InsufficientSpaceError  one file is larger than the free space (refused up front)
     ├── IntegrityError             the finished file failed a checksum or digest check
     ├── Interrupted                stopped by the user (SIGINT/SIGTERM) or a cancel event; resumable
     └── ArchiveError               the archive is corrupt, unsupported or refused: nothing extracted
@@ -44,6 +45,7 @@ __all__ = [
     "DestinationError",
     "DiskFullError",
     "HTTPStatusError",
+    "InsufficientSpaceError",
     "IntegrityError",
     "Interrupted",
     "InvalidURLError",
@@ -158,6 +160,11 @@ class DestinationError(SegdlError):
 
 class DiskFullError(DestinationError):
     """No space left on the destination's file system."""
+
+
+class InsufficientSpaceError(DiskFullError):
+    """One file is larger than the free space, refused before a byte is written: the disk is
+    not full, so a batch fails that item and goes on with the others."""
 
 
 class IntegrityError(SegdlError):

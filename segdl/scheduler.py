@@ -39,6 +39,10 @@ class Halted(Exception):
     """Raised from `acquire` when the caller's halt event was set while it waited."""
 
 
+class Paused(Exception):
+    """Raised from `acquire(..., leave_paused=True)` when the host is paused by a 429/503."""
+
+
 class RangeJob(Protocol):
     """What the scheduler needs of a file split into ranges."""
 
@@ -117,8 +121,11 @@ class Scheduler:
         host.active += 1
         self._total += 1
 
-    def acquire(self, key: HostKey, halt: threading.Event | None = None) -> None:
-        """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile."""
+    def acquire(
+        self, key: HostKey, halt: threading.Event | None = None, *, leave_paused: bool = False
+    ) -> None:
+        """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile, and with
+        `leave_paused` Paused rather than wait out a pause of the host (now or meanwhile)."""
         with self._lock:
             host = self._host(key)
             now = self._monotonic()
@@ -135,6 +142,8 @@ class Scheduler:
                     if self._free(host, now):
                         self._take_slot(key, host)
                         return
+                    if leave_paused and host.paused_until > now:
+                        raise Paused
                     timeout = _IDLE_POLL
                     if host.paused_until > now:
                         timeout = min(timeout, host.paused_until - now)
@@ -178,6 +187,7 @@ class Scheduler:
             host.last_refusal = now
             if delay is not None and delay > 0:
                 host.paused_until = max(host.paused_until, now + delay)
+                host.cond.notify_all()  # for those that leave rather than wait (leave_paused)
 
     def succeeded(self, key: HostKey) -> None:
         """A request to `key` went through: a throttled host slowly gets its slots back."""
@@ -192,13 +202,15 @@ class Scheduler:
                 host.cond.notify()
                 self._cond.notify()
 
-    def host_load(self, key: HostKey) -> tuple[int, int]:
-        """(requests open or waiting for a slot, cap) of one host: how busy it is."""
+    def host_load(self, key: HostKey) -> tuple[int, int, float]:
+        """(requests open or waiting for a slot, cap, seconds left of its pause) of one host:
+        how busy it is, and whether a request to it would have to wait out a 429/503."""
         with self._cond:
             host = self._hosts.get(key)
             if host is None:
-                return 0, self.per_host
-            return host.active + host.waiting, host.cap
+                return 0, self.per_host, 0.0
+            pause = max(0.0, host.paused_until - self._monotonic())
+            return host.active + host.waiting, host.cap, pause
 
     # -- range jobs and their workers ---------------------------------------------------------
     def add_job(self, job: RangeJob) -> None:

@@ -413,6 +413,10 @@ class Sessions:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is not None:
             session.close()  # a closed Session makes new pools on its next request
+        with self._lock:
+            lean = self._lean
+        if lean is not None:
+            lean.drop_last()
 
     def close(self) -> None:
         with self._lock:
@@ -580,7 +584,8 @@ class Transport:
         headers = validators.request_headers() if offset else {}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        response, _ = self.request("GET", url, headers)
+        # Lean: a batch that stops cuts a request still waiting for its answer.
+        response, _ = self.request("GET", url, headers, lean=True)
         try:
             length = check_stream_response(response, offset, validators)
         except BaseException:

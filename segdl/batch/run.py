@@ -7,8 +7,11 @@ Three kinds of thread share the work:
   queues the rest by host in a bounded lookahead;
 - `jobs` *drivers* each take the next item from the host that is least busy, and run it with
   an `Engine` on the shared `Scheduler`: one GET for a small file, ranges for a large one;
-- the caller's thread consumes results as they come and samples progress for the listener;
-  Ctrl-C there stops everything and keeps the journal consistent.
+- the caller's thread consumes results as they come (a few ahead at most: results not read
+  hold the drivers back) and samples progress for the listener; Ctrl-C
+  there, closing the results, or an error in any thread (a full disk) stops everything, wakes
+  every wait and keeps the journal consistent. No thread ends with an exception of its own:
+  it hands it to the run, which raises it once every thread has ended.
 
 Memory is bounded by the lookahead, never by the length of the list: what must be remembered
 across all items (the destinations already claimed) lives in a temporary SQLite table.
@@ -24,14 +27,16 @@ import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine import Clock, Engine, Result, free_name, page_buffer
+from ..engine import Clock, Engine, Requeue, Result, free_name, page_buffer
 from ..errors import (
     ConnectError,
     DestinationError,
+    DiskFullError,
+    InsufficientSpaceError,
     Interrupted,
     SegdlError,
     TLSError,
@@ -41,8 +46,9 @@ from ..naming import MAX_NAME_BYTES, derive_filename
 from ..options import Options
 from ..probe import RemoteInfo
 from ..progress import Listener
+from ..retry import RetryPolicy
 from ..scheduler import HostKey, Scheduler, host_key
-from ..sink import CONTROL_SUFFIX, PART_SUFFIX
+from ..sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
 from ..transport import Sessions, Transport
 from .journal import Journal, journal_path
 from .manifest import BadRecord, Record
@@ -51,6 +57,7 @@ from .template import DEFAULT, Template, TemplateError, safe_relative
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
 _NAME_ROOM = MAX_NAME_BYTES - max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
 _TICK = 0.2  # how often the caller's thread samples progress
+_RESULTS_MIN = 8  # results queued for the caller (at least; `jobs` when more)
 
 
 @dataclass(frozen=True)
@@ -101,8 +108,17 @@ class _Item:
     record: Record
     key: str  # the journal's identity: the URL and what names the destination
     relative: PurePosixPath | None  # known before any request, else None (needs the name)
-    host: HostKey
+    host: HostKey  # of the URL tried next
     template: Template  # names the file once the first answer tells the remote's name
+    # What a fetch learnt, kept when a paused host puts the item back (see `Requeue`).
+    mirror: int = 0  # the URL to try next
+    retry: RetryPolicy | None = None  # its retries left, when its host paused it
+    started: float | None = None
+    attempts: int = 0
+    fetched: int = 0
+    http_status: int | None = None
+    path: Path | None = None  # named by an answer
+    errors: list[str] = field(default_factory=list)
 
 
 def destination(record: Record, template: Template) -> tuple[PurePosixPath | None, Template, str]:
@@ -160,9 +176,10 @@ class _Claims:
 
 
 class _Lookahead:
-    """Items read ahead, queued by host; drivers take from the least busy host first."""
+    """Items read ahead, queued by host; drivers take from the least busy host first, and never
+    from a host paused by a 429/503 (a driver would only wait there while others have work)."""
 
-    def __init__(self, limit: int, load: Callable[[HostKey], tuple[int, int]]) -> None:
+    def __init__(self, limit: int, load: Callable[[HostKey], tuple[int, int, float]]) -> None:
         self._limit = limit
         self._load = load
         self._hosts: dict[HostKey, deque[_Item]] = {}
@@ -178,37 +195,57 @@ class _Lookahead:
                 if stop.is_set():
                     return False
                 self._not_full.wait(_TICK)
-            self._hosts.setdefault(item.host, deque()).append(item)
-            self._count += 1
-            self._not_empty.notify()
+            self._add(item)
             return True
 
+    def put_back(self, item: _Item) -> None:
+        """An item its host paused: first of that host's items again (beyond the limit: the
+        feeder may be waiting for room, and this item was taken from here)."""
+        with self._not_full:
+            self._add(item, first=True)
+
+    def _add(self, item: _Item, *, first: bool = False) -> None:
+        waiting = self._hosts.setdefault(item.host, deque())
+        if first:
+            waiting.appendleft(item)
+        else:
+            waiting.append(item)
+        self._count += 1
+        self._not_empty.notify()
+
     def end(self) -> None:
+        """No more items; also called on stop, to wake every waiter."""
         with self._not_full:
             self._ended = True
             self._not_empty.notify_all()
             self._not_full.notify_all()
 
     def take(self, stop: threading.Event) -> _Item | None:
-        """The next item, from the host with the most room; None at the end or on stop."""
+        """The next item, from the unpaused host with the most room; None at the end or on
+        stop. Waits while every host with items is paused."""
         with self._not_empty:
-            while not self._count:
-                if self._ended or stop.is_set():
+            while True:
+                if stop.is_set() or (self._ended and not self._count):
                     return None
-                self._not_empty.wait(_TICK)
-            best: HostKey | None = None
-            best_room = 0.0
-            for host in self._hosts:
-                busy, cap = self._load(host)
-                room = (cap - busy) / cap
-                if best is None or room > best_room:
-                    best, best_room = host, room
-            assert best is not None
-            waiting = self._hosts[best]
+                best: HostKey | None = None
+                best_room = 0.0
+                wait = _TICK
+                for host in self._hosts:
+                    busy, cap, pause = self._load(host)
+                    if pause > 0:
+                        wait = min(wait, pause)
+                        continue
+                    room = (cap - busy) / cap
+                    if best is None or room > best_room:
+                        best, best_room = host, room
+                if best is not None:
+                    break
+                self._not_empty.wait(wait)
+            waiting = self._hosts.pop(best)
             item = waiting.popleft()
-            if not waiting:
-                # Move the host to the back: equally idle hosts then take turns.
-                del self._hosts[best]
+            if waiting:
+                # To the back: equally idle hosts take turns.
+                self._hosts[best] = waiting
             self._count -= 1
             self._not_full.notify()
             return item
@@ -253,8 +290,14 @@ class Batch:
             monotonic=self.clock.monotonic,
         )
         self.sessions = Sessions(options.transport(), hosts=16)
-        self._stop = threading.Event()  # set on cancel or when the caller stops consuming
+        self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
+        # Results not consumed yet hold back the threads beyond a few: a caller that stops
+        # reading (and holds the iterator) stops the downloads too.
+        self._room = threading.Semaphore(max(_RESULTS_MIN, batch.jobs))
+        self._error: BaseException | None = None  # what stops the run (a full disk, a bug)
+        self._error_lock = threading.Lock()
+        self._gone = threading.Event()  # the caller reads no more results
         self._engines: set[Engine] = set()
         self._engines_lock = threading.Lock()
         self._done_bytes = 0  # bytes of the items finished
@@ -264,15 +307,18 @@ class Batch:
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.total: int | None = None  # items in the input, once the feeder has read them all
         self.journal: Journal | None = None
+        self._lookahead: _Lookahead | None = None
 
     # -- the caller's thread -------------------------------------------------------------------
-    def run(self, records: Iterable[Record | BadRecord]) -> Iterator[ItemResult]:
+    def run(self, records: Iterable[Record | BadRecord]) -> Generator[ItemResult, None, None]:
         """Yield one result per item, in the order they finish. Never raises for one item;
-        raises Interrupted on cancel or Ctrl-C (the journal is then consistent)."""
+        raises Interrupted on cancel or Ctrl-C, and DiskFullError (or another error of the
+        destination or the journal) at the first full disk: every thread has ended by then and
+        the journal is consistent."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DestinationError(f"cannot create directory {self.directory}: {exc}") from None
+            raise destination_error(exc, self.directory, "create directory") from None
         if not self.directory.is_dir():
             raise DestinationError(f"{self.directory} exists and is not a directory")
         if self.batch.journal:
@@ -281,6 +327,7 @@ class Batch:
         lookahead = _Lookahead(
             self.batch.lookahead or max(256, 8 * self.batch.jobs), self.scheduler.host_load
         )
+        self._lookahead = lookahead
         feeder = threading.Thread(
             target=self._feed, args=(records, lookahead, claims), name="segdl-feeder", daemon=True
         )
@@ -298,6 +345,7 @@ class Batch:
         next_tick = self.clock.monotonic() + _TICK
         caller_cancel = self._caller_cancel
         try:
+            # On an error the threads stop, and the results of what they finished still come.
             while running:
                 if caller_cancel is not None and caller_cancel.is_set():
                     interrupted = True
@@ -310,6 +358,7 @@ class Batch:
                     running -= 1  # a driver ended
                 elif result is not False:
                     assert isinstance(result, ItemResult)
+                    self._room.release()
                     self.counts[result.status] += 1
                     self.listener.item_done(result)
                     yield result
@@ -320,12 +369,14 @@ class Batch:
             interrupted = True
         finally:
             # Also when the caller stops iterating (GeneratorExit): nothing outlives the batch.
+            self._gone.set()
             if interrupted or running:
-                self.cancel.set()
-            self._stop.set()
+                self._halt()
             lookahead.end()
             for thread in drivers:
-                thread.join(timeout=5.0)
+                thread.join()
+            # The feeder may be blocked reading the input (a pipe): it cannot be woken there,
+            # and stops at its next record.
             feeder.join(timeout=1.0)
             self.scheduler.close()
             self.sessions.close()
@@ -333,8 +384,27 @@ class Batch:
             if self.journal is not None:
                 self.journal.close()
             self._tick()
+        if self._error is not None:
+            raise self._error
         if interrupted:
             raise Interrupted("interrupted; run the same command again to resume")
+
+    def _halt(self) -> None:
+        """Stop every thread: engines stop their transfers (keeping what can be resumed),
+        waits wake, and requests still waiting for their answer's headers are cut."""
+        self.cancel.set()
+        self._stop.set()
+        if self._lookahead is not None:
+            self._lookahead.end()
+        self.sessions.abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        """A thread met what stops the whole run (a full disk, a journal that cannot be
+        written, a bug): the run raises it once every thread has ended."""
+        with self._error_lock:
+            if self._error is None:
+                self._error = exc
+        self._halt()
 
     def _tick(self) -> None:
         with self._engines_lock:
@@ -365,6 +435,8 @@ class Batch:
         except SegdlError as exc:
             # An input that breaks off mid-way: what was read is fetched, the rest reported.
             self._put(ItemResult(count, "", None, "failed", error=f"input: {exc}"))
+        except BaseException as exc:  # the claims' or the journal's database failed, or a bug
+            self._fail(exc)
         finally:
             lookahead.end()
 
@@ -430,24 +502,33 @@ class Batch:
                 item = lookahead.take(self._stop)
                 if item is None:
                     return
-                result = self._fetch(item, claims)
+                try:
+                    result = self._fetch(item, claims)
+                except Requeue:
+                    # Its host asked for a pause: this driver serves other hosts meanwhile.
+                    lookahead.put_back(item)
+                    continue
                 if result is not None:
                     self._put(result)
+        except BaseException as exc:  # a full disk, a journal that cannot be written, a bug
+            self._fail(exc)
         finally:
             self._results.put(None)
 
     def _fetch(self, item: _Item, claims: _Claims) -> ItemResult | None:
+        """Fetch `item` from its first mirror that works; None when interrupted. Raises
+        Requeue when a host paused it (`item` then knows where to go on), DiskFullError."""
         record = item.record
-        started = self.clock.monotonic()
-        attempts = 0
-        errors: list[str] = []
+        if item.started is None:
+            item.started = self.clock.monotonic()
         path: Path | None = None if item.relative is None else self.directory / item.relative
-        http_status: int | None = None
-        fetched = 0
-        for url in record.urls:
+        path = item.path or path
+        while item.mirror < len(record.urls):
+            url = record.urls[item.mirror]
             host = host_key(url)
             if host in self._dead:
-                errors.append(_item_error(record, url, self._dead[host]))
+                item.errors.append(_item_error(record, url, self._dead[host]))
+                item.mirror += 1
                 continue
             transport = Transport(url, self.options.transport(), self.sessions)
             engine = Engine(
@@ -458,21 +539,34 @@ class Batch:
                 clock=self.clock,
                 scheduler=self.scheduler,
             )
+            if item.retry is not None:
+                engine.retry = item.retry  # the retries left when its host paused it
             names: list[Path] = []
             with self._engines_lock:
                 self._engines.add(engine)
             try:
                 result = engine.fetch_first(
-                    url, functools.partial(self._resolve, item, claims=claims, names=names)
+                    url,
+                    functools.partial(self._resolve, item, claims=claims, names=names),
+                    requeue=True,
                 )
             except Interrupted:
                 return None
+            except Requeue as paused:
+                item.attempts += engine.attempts
+                item.http_status = engine.http_status or item.http_status
+                item.retry, item.host = paused.policy, host
+                raise
             except SegdlError as exc:
-                attempts += engine.attempts
-                http_status = engine.http_status or http_status
-                fetched += engine.fetched
-                path = names[-1] if names else path
-                errors.append(_item_error(record, url, str(exc)))
+                if isinstance(exc, DiskFullError) and not isinstance(exc, InsufficientSpaceError):
+                    raise  # not this item's fault: the run stops (and the journal says nothing)
+                item.attempts += engine.attempts
+                item.http_status = engine.http_status or item.http_status
+                item.fetched += engine.fetched
+                path = item.path = names[-1] if names else path
+                item.errors.append(_item_error(record, url, str(exc)))
+                item.mirror += 1
+                item.retry = None
                 self._note_host(host, exc)
                 if isinstance(exc, DestinationError | TemplateError):
                     break  # local: another mirror would not help
@@ -481,8 +575,8 @@ class Batch:
                 with self._engines_lock:
                     self._engines.discard(engine)
             self._alive.add(host)
-            attempts += engine.attempts
-            seconds = self.clock.monotonic() - started
+            attempts = item.attempts + engine.attempts
+            seconds = self.clock.monotonic() - item.started
             if result is None:  # the destination existed: skipped
                 final = names[-1] if names else path
                 size = _size(final) if final is not None else 0
@@ -509,7 +603,7 @@ class Batch:
                 attempts,
                 result=result,
             )
-        error = "; ".join(errors) or "no URL could be tried"
+        error = "; ".join(item.errors) or "no URL could be tried"
         if self.journal is not None:
             rel = None if path is None else path.relative_to(self.directory).as_posix()
             self.journal.record_failed(item.key, url=record.urls[0], path=rel, error=error)
@@ -518,10 +612,10 @@ class Batch:
             record.urls[0],
             path,
             "failed",
-            http_status,
-            fetched,
-            self.clock.monotonic() - started,
-            attempts,
+            item.http_status,
+            item.fetched,
+            self.clock.monotonic() - item.started,
+            item.attempts,
             error,
         )
 
@@ -566,7 +660,7 @@ class Batch:
             try:
                 parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise DestinationError(f"cannot create directory {parent}: {exc}") from None
+                raise destination_error(exc, parent, "create directory") from None
             if len(self._made) >= 4096:
                 self._made.clear()  # a cache of folders made, not a record: stays bounded
             self._made.add(parent)
@@ -578,6 +672,10 @@ class Batch:
 
     # -- results --------------------------------------------------------------------------------
     def _put(self, result: ItemResult) -> None:
+        """Queue `result` for the caller, once there is room; dropped when the caller is gone."""
+        while not self._room.acquire(timeout=_TICK):
+            if self._gone.is_set():
+                return
         self._results.put(result)
 
     def _failed(self, record: Record, path: Path | None, error: str) -> ItemResult:
@@ -609,6 +707,30 @@ def _size(path: Path) -> int:
     return 0
 
 
+class BatchResults(Iterator[ItemResult]):
+    """The results of a batch as items finish. The batch runs while they are read (a few
+    ahead at most); `close()`, the end of a `with` block, or dropping the last reference
+    stops it: its threads have ended when `close()` returns."""
+
+    def __init__(self, results: Generator[ItemResult, None, None]) -> None:
+        self._results = results
+
+    def __iter__(self) -> BatchResults:
+        return self
+
+    def __next__(self) -> ItemResult:
+        return next(self._results)
+
+    def close(self) -> None:
+        self._results.close()
+
+    def __enter__(self) -> BatchResults:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def run_batch(
     records: Iterable[Record | BadRecord],
     directory: Path,
@@ -618,8 +740,7 @@ def run_batch(
     listener: Listener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
-) -> Iterator[ItemResult]:
+) -> BatchResults:
     """Run a batch; results stream out as items finish (see `Batch`)."""
-    return Batch(directory, options, batch, listener=listener, cancel=cancel, clock=clock).run(
-        records
-    )
+    run = Batch(directory, options, batch, listener=listener, cancel=cancel, clock=clock)
+    return BatchResults(run.run(records))
