@@ -8,8 +8,7 @@
 Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listener`.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .api import download, download_many, fetch, iter_download_many, open
 from .archive.extractor import ExtractResult
 from .archive.remote import RemoteExtractResult, extract

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, NoReturn, Protocol
 
-from . import __version__
+from ._version import __version__
 from .api import download, iter_download_many
 from .api import open as segdl_open
 from .batch.manifest import FORMATS, read_manifest

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__
+from ._version import __version__
 from .errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
 
 USER_AGENT = f"segdl/{__version__}"

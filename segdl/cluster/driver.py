@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..batch.manifest import BadRecord, Record
 from ..batch.run import BatchOptions, ItemResult
 from ..engine import Result

@@ -109,7 +109,7 @@ def check_directory(directory: str, run: str, worker: Any = None) -> str | None:
 def probe(directory: str, run: str, version: str, dask_worker: Any = None) -> str | None:
     """`check_directory`, and that this worker runs the driver's version of segdl (run with
     `Client.run`, which passes the worker as `dask_worker`)."""
-    from .. import __version__
+    from .._version import __version__
 
     if version != __version__:
         return f"worker {where(dask_worker)} runs segdl {__version__}, the driver {version}"
