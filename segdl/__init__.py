@@ -14,7 +14,7 @@ from .archive.extractor import ExtractResult
 from .archive.remote import RemoteExtractResult, extract
 from .batch.manifest import BadRecord, Record, read_manifest
 from .batch.run import BatchResults, ItemResult
-from .engine import Clock, Result
+from .core.events import Listener, StartInfo, TqdmListener
 from .errors import (
     ArchiveError,
     ArchiveLimitError,
@@ -46,7 +46,7 @@ from .errors import (
     UnsupportedArchiveError,
     UsageError,
 )
-from .progress import Listener, StartInfo, TqdmListener
+from .file import Clock, Result
 from .stream import RemoteFile
 
 __all__ = [

@@ -16,16 +16,16 @@ from typing import Any, TypeAlias
 from .batch.manifest import BadRecord, Record
 from .batch.run import BatchOptions, BatchResults, ItemResult, run_batch
 from .batch.template import DEFAULT, Template
-from .engine import Clock, Engine, Result, free_name
+from .core.events import Listener
+from .core.http.transport import Transport, check_url
+from .core.naming import MAX_NAME_BYTES, derive_filename
+from .core.options import Options, parse_accept
+from .core.probe import RemoteInfo
+from .core.sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
+from .core.verify import Checksum
 from .errors import DestinationError, InvalidURLError, UsageError
-from .naming import MAX_NAME_BYTES, derive_filename
-from .options import Options, parse_accept
-from .probe import RemoteInfo
-from .progress import Listener
-from .sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
+from .file import Clock, Engine, Result, free_name
 from .stream import WINDOW_DEFAULT, RemoteFile, open_remote, read_limited
-from .transport import Transport, check_url
-from .verify import Checksum
 
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
 _COMPANION_ROOM = max(len(PART_SUFFIX), len(CONTROL_SUFFIX))

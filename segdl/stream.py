@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .engine import Clock
+from .core.events import Listener, StartInfo
+from .core.http.transport import Body, Transport
+from .core.options import Options
+from .core.probe import RemoteInfo, probe_remote
+from .core.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
+from .core.scheduler import Scheduler, host_key
+from .core.verify import server_digest
 from .errors import (
     HTTPStatusError,
     IntegrityError,
@@ -38,13 +44,7 @@ from .errors import (
     TooLargeError,
     TruncatedError,
 )
-from .options import Options
-from .probe import RemoteInfo, probe_remote
-from .progress import Listener, StartInfo
-from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
-from .scheduler import Scheduler, host_key
-from .transport import Body, Transport
-from .verify import server_digest
+from .file import Clock
 
 WINDOW_DEFAULT = 64 << 20
 _PIECE_MIN = 256 << 10

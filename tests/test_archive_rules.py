@@ -17,12 +17,7 @@ from typing import Any
 import pytest
 
 from segdl.archive import ExtractResult, Limits, extract_stream, extract_zip
-from segdl.errors import (
-    ArchiveLimitError,
-    DestinationError,
-    SegdlError,
-    UnsafeArchiveError,
-)
+from segdl.errors import ArchiveLimitError, DestinationError, SegdlError, UnsafeArchiveError
 
 TAR_MODES = {"tar": "w", "tar.gz": "w:gz", "tar.bz2": "w:bz2", "tar.xz": "w:xz"}
 ALL = [*TAR_MODES, "zip"]

@@ -29,12 +29,7 @@ from segdl.archive.safety import (
     resolve_link,
 )
 from segdl.archive.staging import Staging
-from segdl.errors import (
-    ArchiveLimitError,
-    UnsafeArchiveError,
-    UnsupportedArchiveError,
-    UsageError,
-)
+from segdl.errors import ArchiveLimitError, UnsafeArchiveError, UnsupportedArchiveError, UsageError
 
 
 def test_public_names() -> None:

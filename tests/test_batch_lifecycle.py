@@ -21,14 +21,14 @@ import pytest
 from fakes import NOW, payload
 from rangeserver import Faults, RangeHTTPServer, RequestRecord, pattern_bytes, serve_files
 
-import segdl.sink
+import segdl.core.sink
 from segdl import Clock
 from segdl.api import iter_download_many
 from segdl.batch.journal import Journal
 from segdl.batch.run import ItemResult
 from segdl.cli import main
+from segdl.core.scheduler import Paused, Scheduler
 from segdl.errors import DiskFullError, Interrupted
-from segdl.scheduler import Paused, Scheduler
 
 MiB = 1 << 20
 DEADLINE = 10.0  # seconds; only ever reached when something is wrong
@@ -317,11 +317,11 @@ class FullAfter:
     """`sink._pwrite` that fails with ENOSPC once `files` files were written."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, files: int) -> None:
-        self._real = segdl.sink._pwrite
+        self._real = segdl.core.sink._pwrite
         self._left = files
         self._lock = threading.Lock()
         self._files: set[int] = set()  # inodes (descriptor numbers are reused)
-        monkeypatch.setattr(segdl.sink, "_pwrite", self)
+        monkeypatch.setattr(segdl.core.sink, "_pwrite", self)
 
     def __call__(self, fd: int, data: memoryview, offset: int, lock: threading.Lock) -> int:
         inode = os.fstat(fd).st_ino
@@ -367,7 +367,7 @@ def test_full_disk_stops_the_batch_and_a_rerun_completes(
     assert len(rangeserver.requests) <= 10 + 4 + 4
     done = _check_consistent(tmp_path, files, urls)
     assert done <= {r.url for r in seen}
-    monkeypatch.setattr(segdl.sink, "_pwrite", full._real)  # room again
+    monkeypatch.setattr(segdl.core.sink, "_pwrite", full._real)  # room again
     rangeserver.reset_stats()
     again = list(iter_download_many(urls, tmp_path, jobs=4))
     assert {r.status for r in again} <= {"ok", "skipped"}
@@ -429,7 +429,7 @@ def test_cli_full_disk_prints_one_line_and_the_summary(
     assert lines[0].startswith("segdl: error: ") and "No space left on device" in lines[0]
     assert lines[1].startswith("segdl: ") and " ok, 0 skipped, 0 failed;" in lines[1]
     threads_gone()
-    monkeypatch.setattr(segdl.sink, "_pwrite", full._real)
+    monkeypatch.setattr(segdl.core.sink, "_pwrite", full._real)
     assert main(["-i", str(listing), "-d", str(dest), "-j", "4", "-q"]) == 0
     assert tree(dest) == {p.lstrip("/"): d for p, d in files.items()}
 
@@ -444,7 +444,7 @@ def test_a_file_larger_than_the_free_space_fails_alone(
     goes on with the others."""
     files = {**small_files(6), "/big.bin": pattern_bytes(4 * MiB, seed=5)}
     served = serve_files(rangeserver, files)
-    monkeypatch.setattr("segdl.engine.free_space", lambda directory: 2 * MiB)
+    monkeypatch.setattr("segdl.file.free_space", lambda directory: 2 * MiB)
     results = {
         r.url: r for r in iter_download_many([s.url for s in served.values()], tmp_path, jobs=2)
     }

@@ -1,4 +1,4 @@
-"""Tests of segdl.bench: the loopback server (ranges, throttle, shutdown), run_bench and main.
+"""Tests of segdl.cli.bench: the loopback server (ranges, throttle, shutdown), run_bench and main.
 
 Every payload is tiny and, except in the throttle tests (which use a fake clock), uncapped or
 capped high, so the whole file runs in a few seconds and never asserts on wall-clock time.
@@ -16,7 +16,7 @@ import requests
 
 from segdl import IntegrityError, UsageError
 from segdl import cli as segdl_cli
-from segdl.bench import (
+from segdl.cli.bench import (
     BenchServer,
     Progress,
     TokenBucket,

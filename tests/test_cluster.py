@@ -32,7 +32,7 @@ from segdl.cluster import ClusterError, DirectoryNotShared, host_group, iter_dow
 from segdl.cluster.driver import Driver
 from segdl.cluster.shards import GROUPS, ShardWriter, decode_row, encode_row, read_shard
 from segdl.cluster.task import to_row
-from segdl.progress import Listener
+from segdl.core.events import Listener
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")

@@ -19,13 +19,14 @@ from fakes import payload
 from rangeserver import RangeHTTPServer, serve_file
 
 import segdl
-from segdl import cli, sink
-from segdl.engine import Engine
+from segdl import cli
+from segdl.core import sink
+from segdl.core.events import Listener
+from segdl.core.job import Segment
+from segdl.core.options import Options
+from segdl.core.sink import ALIGN, PartFile
 from segdl.errors import DiskFullError, NetworkError
-from segdl.job import Segment
-from segdl.options import Options
-from segdl.progress import Listener
-from segdl.sink import ALIGN, PartFile
+from segdl.file import Engine
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -358,7 +359,7 @@ def test_cli_no_direct_io(
 
     monkeypatch.setattr(PartFile, "enable_direct_io", enable)
     monkeypatch.setattr(sink, "direct_io_suitable", lambda path: True)
-    monkeypatch.setattr("segdl.engine.direct_io_suitable", lambda path: True)
+    monkeypatch.setattr("segdl.file.direct_io_suitable", lambda path: True)
     code = cli.main([served.url, "-o", str(tmp_path / "f.bin"), "-n", "4", "-q", *flag])
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "f.bin").read_bytes() == data

@@ -356,7 +356,7 @@ def test_idle_workers_leave_when_the_last_range_ends(
 ) -> None:
     # Eight connections, two ranges: six workers idle, waiting for a range worth taking over.
     # They must be woken when the ranges end, not by their idle poll (made endless here).
-    monkeypatch.setattr("segdl.scheduler._IDLE_POLL", 1e6)
+    monkeypatch.setattr("segdl.core.scheduler._IDLE_POLL", 1e6)
     data = payload(2 * MIB)
     served = serve_file(httpserver, "/f.bin", data)
     outcome: list[object] = []

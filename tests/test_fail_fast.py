@@ -18,15 +18,15 @@ from fakes import fast_clock, payload
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
-from segdl.archive.command import summary as extract_summary
 from segdl.archive.remote import RemoteExtractResult
 from segdl.archive.safety import Budget, Limits
 from segdl.cli import main, summary
-from segdl.engine import Result
+from segdl.cli.extract import summary as extract_summary
+from segdl.core.http.transport import Transport
+from segdl.core.retry import RetryPolicy
+from segdl.core.verify import Checksum
 from segdl.errors import ArchiveLimitError, ConnectError, TimeoutError_, UsageError
-from segdl.retry import RetryPolicy
-from segdl.transport import Transport
-from segdl.verify import Checksum
+from segdl.file import Result
 
 UNRESOLVABLE = "http://no-such-host.invalid/x.bin"  # .invalid never resolves (RFC 6761)
 KIB = 1024

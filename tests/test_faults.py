@@ -180,7 +180,7 @@ def test_not_enough_free_space_fails_up_front(
 ) -> None:
     data = payload(2 * MIB)
     served = serve_file(httpserver, "/f", data)
-    monkeypatch.setattr("segdl.engine.free_space", lambda directory: MIB)
+    monkeypatch.setattr("segdl.file.free_space", lambda directory: MIB)
     with pytest.raises(segdl.DiskFullError, match="free space"):
         segdl.download(served.url, tmp_path / "f")
     assert os.listdir(tmp_path) == []
@@ -236,7 +236,7 @@ def test_disk_full_mid_download_keeps_state_and_resumes(
 ) -> None:
     import errno
 
-    import segdl.sink
+    import segdl.core.sink
 
     data = payload(4 * MIB)
     served = serve_file(httpserver, "/f", data)
@@ -250,13 +250,13 @@ def test_disk_full_mid_download_keeps_state_and_resumes(
         written[0] += n
         return n
 
-    monkeypatch.setattr(segdl.sink.os, "pwrite", filling_pwrite)
+    monkeypatch.setattr(segdl.core.sink.os, "pwrite", filling_pwrite)
     with pytest.raises(segdl.DiskFullError, match="No space left"):
         segdl.download(served.url, tmp_path / "f", connections=2, min_split=256 * KIB)
     assert not (tmp_path / "f").exists()
     assert (tmp_path / "f.part").exists() and (tmp_path / "f.segdl").exists()
 
-    monkeypatch.setattr(segdl.sink.os, "pwrite", real_pwrite)  # space was freed
+    monkeypatch.setattr(segdl.core.sink.os, "pwrite", real_pwrite)  # space was freed
     served.clear_log()
     result = segdl.download(served.url, tmp_path / "f", connections=2, min_split=256 * KIB)
     assert (tmp_path / "f").read_bytes() == data
@@ -270,7 +270,7 @@ def test_permission_denied_is_a_destination_error(
 ) -> None:
     import errno
 
-    import segdl.sink
+    import segdl.core.sink
 
     # Root ignores file modes, so the refusal is injected where the .part file is created.
     served = serve_file(httpserver, "/f", payload(1000))
@@ -281,7 +281,7 @@ def test_permission_denied_is_a_destination_error(
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(segdl.sink.os, "open", denying_open)
+    monkeypatch.setattr(segdl.core.sink.os, "open", denying_open)
     with pytest.raises(segdl.DestinationError, match="Permission denied") as info:
         segdl.download(served.url, tmp_path / "f")
     assert "\n" not in str(info.value)

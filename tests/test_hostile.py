@@ -341,6 +341,6 @@ def test_environment_proxy_is_honoured_and_can_be_ignored(
 
 
 def test_nofollow_flag_is_the_real_one() -> None:
-    from segdl.sink import NOFOLLOW
+    from segdl.core.sink import NOFOLLOW
 
     assert NOFOLLOW == os.O_NOFOLLOW != 0

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from segdl.naming import (
+from segdl.core.naming import (
     derive_filename,
     filename_from_url,
     parse_content_disposition,

@@ -1,4 +1,4 @@
-"""Unit tests of segdl.options: size and header parsing, and Options validation."""
+"""Unit tests of segdl.core.options: size and header parsing, and Options validation."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
+from segdl.core.http.transport import TransportOptions
+from segdl.core.options import IF_EXISTS, MAX_CONNECTIONS, Options, parse_header, parse_size
+from segdl.core.plan import MIN_SPLIT_DEFAULT
 from segdl.errors import UsageError
-from segdl.options import IF_EXISTS, MAX_CONNECTIONS, Options, parse_header, parse_size
-from segdl.plan import MIN_SPLIT_DEFAULT
-from segdl.transport import TransportOptions
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 

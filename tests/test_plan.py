@@ -1,4 +1,4 @@
-"""Unit tests of segdl.plan: splitting, steal points and victim choice (pure, no I/O)."""
+"""Unit tests of segdl.core.plan: splitting, steal points and victim choice (pure, no I/O)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from segdl.plan import MIN_SPLIT_DEFAULT, pick_victim, split, steal_point
+from segdl.core.plan import MIN_SPLIT_DEFAULT, pick_victim, split, steal_point
 
 MiB = 1 << 20
 

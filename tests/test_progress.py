@@ -17,8 +17,8 @@ from rangeserver import RangeHTTPServer, serve_file
 import segdl
 from segdl.batch.run import ItemResult
 from segdl.cli import build_parser, run_batch_command, summary
-from segdl.progress import Listener, StartInfo, TqdmListener, binary_fields
-from segdl.verify import Checksum
+from segdl.core.events import Listener, StartInfo, TqdmListener, binary_fields
+from segdl.core.verify import Checksum
 
 INFO = StartInfo("http://127.0.0.1/f.bin", Path("f.bin"), 1000, 4, 0)
 
@@ -155,7 +155,7 @@ def after_the_last_bar(text: str, line: str) -> None:
 def test_ctrl_c_during_extract_closes_the_bar_before_the_message(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from segdl.archive import command
+    from segdl.cli import extract as command
 
     def interrupted_extract(url: str, dest: Path, *, listener: Listener, **_: object) -> None:
         listener._loader.join()  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ import pytest
 from rangeserver import Faults, RangeHTTPServer, ServedFile, serve_file
 
 import segdl
-from segdl.state import State, current_boot_id, save
+from segdl.core.state import State, current_boot_id, save
 
 MIB = 1024 * 1024
 SIZE = 48 * MIB

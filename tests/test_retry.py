@@ -5,6 +5,13 @@ import math
 
 import pytest
 
+from segdl.core.retry import (
+    RETRY_STATUSES,
+    RetryPolicy,
+    is_retryable_status,
+    parse_retry_after,
+    wait_before_retry,
+)
 from segdl.errors import (
     ConnectError,
     DestinationError,
@@ -22,13 +29,6 @@ from segdl.errors import (
     TLSError,
     TruncatedError,
     UsageError,
-)
-from segdl.retry import (
-    RETRY_STATUSES,
-    RetryPolicy,
-    is_retryable_status,
-    parse_retry_after,
-    wait_before_retry,
 )
 
 # Sun, 06 Nov 1994 08:49:37 GMT, the date in RFC 9110's examples.

@@ -1,4 +1,4 @@
-"""Unit tests of segdl.state: the self-checked control file and its atomic save/load."""
+"""Unit tests of segdl.core.state: the self-checked control file and its atomic save/load."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from segdl.core.state import FORMAT, VERSION, State, StateError, current_boot_id, load, save
 from segdl.errors import DestinationError
-from segdl.state import FORMAT, VERSION, State, StateError, current_boot_id, load, save
 
 SIZE = 1000
 SEGMENTS = ((0, 100, 250), (250, 250, 500), (500, 1000, 1000))

@@ -26,7 +26,7 @@ from fakes import fast_clock
 from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_file
 
 import segdl
-from segdl.scheduler import Scheduler
+from segdl.core.scheduler import Scheduler
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -7,8 +7,8 @@ from pathlib import PurePosixPath
 import pytest
 
 from segdl.batch.template import DEFAULT, Template, TemplateError, safe_relative
+from segdl.core.naming import truncate_name
 from segdl.errors import SegdlError, UsageError
-from segdl.naming import truncate_name
 
 
 def render(text: str, index: int = 0, name: str | None = None, **fields: str) -> PurePosixPath:

@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of segdl.transport (no sockets: fake `requests.Response`s)."""
+"""Unit tests of the pure parts of segdl.core.http.transport (fake `requests.Response`s)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,18 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
+from segdl.core.http.transport import (
+    Validators,
+    check_range_response,
+    check_stream_response,
+    check_url,
+    content_length,
+    origin,
+    parse_content_range,
+    strong_etag,
+    translate,
+    translated,
+)
 from segdl.errors import (
     ConnectError,
     HTTPStatusError,
@@ -22,18 +34,6 @@ from segdl.errors import (
     TimeoutError_,
     TLSError,
     TruncatedError,
-)
-from segdl.transport import (
-    Validators,
-    check_range_response,
-    check_stream_response,
-    check_url,
-    content_length,
-    origin,
-    parse_content_range,
-    strong_etag,
-    translate,
-    translated,
 )
 
 ETAG = '"v1"'

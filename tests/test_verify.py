@@ -1,4 +1,4 @@
-"""Unit tests of segdl.verify: user checksums, server digest headers and file hashing."""
+"""Unit tests of segdl.core.verify: user checksums, server digest headers and file hashing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
+from segdl.core.verify import ALGORITHMS, Checksum, file_digest, server_digest
 from segdl.errors import UsageError
-from segdl.verify import ALGORITHMS, Checksum, file_digest, server_digest
 
 DATA = b"hello, segdl\n"
 

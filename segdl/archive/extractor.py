@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from ..core.sink import free_space
 from ..errors import DestinationError, UnsafeArchiveError, UsageError
-from ..sink import free_space
 from .safety import (
     Budget,
     Limits,

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..probe import RemoteInfo
-from ..sink import destination_error
-from ..state import write_atomically
+from ..core.probe import RemoteInfo
+from ..core.sink import destination_error
+from ..core.state import write_atomically
 
 VERSION = 1
 _MAX_BYTES = 64 << 20  # a record of a million members is a few tens of MiB

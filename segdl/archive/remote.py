@@ -40,6 +40,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..core.events import Listener, StartInfo
+from ..core.http.transport import Transport, check_url
+from ..core.options import Options
+from ..core.probe import RemoteInfo, probe_remote
+from ..core.retry import RetryPolicy, wait_before_retry
+from ..core.sink import NOFOLLOW, destination_error
+from ..core.verify import Checksum, server_digest
 from ..errors import (
     DestinationError,
     HTTPStatusError,
@@ -49,14 +56,7 @@ from ..errors import (
     TruncatedError,
     UsageError,
 )
-from ..options import Options
-from ..probe import RemoteInfo, probe_remote
-from ..progress import Listener, StartInfo
-from ..retry import RetryPolicy, wait_before_retry
-from ..sink import NOFOLLOW, destination_error
 from ..stream import WINDOW_DEFAULT, RemoteFile
-from ..transport import Transport, check_url
-from ..verify import Checksum, server_digest
 from . import record
 from .detect import DETECT_SIZE, detect_format
 from .extractor import ExtractResult
@@ -228,7 +228,7 @@ def extract_file(
 
 def _http_options(*, checksum: str | Checksum | None, **fields: Any) -> Options:
     """The validated download options (the same checks as `segdl.download`'s)."""
-    from ..api import _options  # the public functions' one validation
+    from ..api import _options
 
     return _options(checksum=checksum, **fields)
 

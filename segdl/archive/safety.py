@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from ..core.events import plural
 from ..errors import ArchiveLimitError, UnsafeArchiveError, UsageError
-from ..progress import plural
 
 MiB = 1 << 20
 MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit: a longer chain of symbolic links is refused

@@ -22,8 +22,8 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TypeVar
 
+from ..core.sink import destination_error
 from ..errors import DestinationError, UnsupportedArchiveError
-from ..sink import destination_error
 from .safety import Parts, refused
 
 PREFIX = ".segdl-extract-"

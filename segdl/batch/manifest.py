@@ -26,8 +26,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
+from ..core.http.transport import check_url
 from ..errors import InvalidURLError, UsageError
-from ..transport import check_url
 from .template import TemplateError, safe_relative
 
 if TYPE_CHECKING:

@@ -31,7 +31,14 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..engine import Clock, Engine, Requeue, Result, free_name, page_buffer
+from ..core.events import Listener
+from ..core.http.transport import Sessions, Transport
+from ..core.naming import MAX_NAME_BYTES, derive_filename
+from ..core.options import Options
+from ..core.probe import RemoteInfo
+from ..core.retry import RetryPolicy
+from ..core.scheduler import HostKey, Scheduler, host_key
+from ..core.sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
 from ..errors import (
     ConnectError,
     DestinationError,
@@ -42,14 +49,7 @@ from ..errors import (
     TLSError,
     UsageError,
 )
-from ..naming import MAX_NAME_BYTES, derive_filename
-from ..options import Options
-from ..probe import RemoteInfo
-from ..progress import Listener
-from ..retry import RetryPolicy
-from ..scheduler import HostKey, Scheduler, host_key
-from ..sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
-from ..transport import Sessions, Transport
+from ..file import Clock, Engine, Requeue, Result, free_name, page_buffer
 from .journal import Journal, journal_path
 from .manifest import BadRecord, Record
 from .template import DEFAULT, Template, TemplateError, safe_relative

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
+from ..core.naming import _BIDI_CONTROLS, _DROPPED_CATEGORIES, MAX_NAME_BYTES, truncate_name
 from ..errors import SegdlError, UsageError
-from ..naming import _BIDI_CONTROLS, _DROPPED_CATEGORIES, MAX_NAME_BYTES, truncate_name
 
 __all__ = ["DEFAULT", "Template", "TemplateError", "safe_relative"]
 

@@ -12,10 +12,10 @@ from typing import Any
 from ..api import Item, _options, _records
 from ..batch.run import BatchOptions, ItemResult
 from ..batch.template import DEFAULT, Template
+from ..core.events import Listener
+from ..core.options import Options
+from ..core.verify import Checksum
 from ..errors import UsageError
-from ..options import Options
-from ..progress import Listener
-from ..verify import Checksum
 from .client import check_address, connect, require_dask
 from .driver import Driver
 

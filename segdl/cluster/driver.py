@@ -39,10 +39,10 @@ from typing import Any
 from .._version import __version__
 from ..batch.manifest import BadRecord, Record
 from ..batch.run import BatchOptions, ItemResult
-from ..engine import Result
+from ..core.events import Listener
+from ..core.options import Options
 from ..errors import DestinationError, Interrupted
-from ..options import Options
-from ..progress import Listener
+from ..file import Result
 from .client import require_dask
 from .errors import ClusterError, DirectoryNotShared, ShardBusy, Superseded
 from .feeder import Feeder, Stopped

@@ -17,15 +17,7 @@ from ..batch.manifest import BadRecord, Record
 from ..batch.run import ItemResult, _Claims, destination
 from ..batch.template import Template, TemplateError
 from ..errors import SegdlError
-from .shards import (
-    Shard,
-    ShardWriter,
-    SharedClaims,
-    host_group,
-    in_place,
-    read_marker,
-    shard_dir,
-)
+from .shards import Shard, ShardWriter, SharedClaims, host_group, in_place, read_marker, shard_dir
 
 
 class Stopped(Exception):

@@ -37,8 +37,8 @@ from typing import IO, Any
 
 from ..batch.journal import try_lock_fd
 from ..batch.manifest import Record
+from ..core.scheduler import host_key
 from ..errors import DestinationError
-from ..scheduler import host_key
 
 __all__ = ["GROUPS", "Row", "Shard", "ShardWriter", "SharedClaims", "host_group"]
 

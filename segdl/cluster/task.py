@@ -40,9 +40,9 @@ from typing import IO, Any
 
 from ..batch.manifest import Record
 from ..batch.run import Batch, BatchOptions, ItemResult, _Claims, _Item
+from ..core.events import Listener
+from ..core.options import Options
 from ..errors import DestinationError, Interrupted
-from ..options import Options
-from ..progress import Listener
 from .errors import DirectoryNotShared, ShardBusy, Superseded
 from .shards import (
     Row,

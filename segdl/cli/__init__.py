@@ -19,21 +19,21 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, NoReturn, Protocol
 
-from ._version import __version__
-from .api import download, iter_download_many
-from .api import open as segdl_open
-from .batch.manifest import FORMATS, read_manifest
-from .batch.report import ReportRow, ReportWriter
-from .batch.run import ItemResult
-from .batch.template import DEFAULT as DEFAULT_TEMPLATE
-from .batch.template import Template, TemplateError, safe_relative
-from .engine import Result
-from .errors import DiskFullError, Interrupted, SegdlError, UsageError
-from .options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
-from .progress import Listener, TqdmBatchListener, TqdmListener, human_size, plural
-from .stream import WINDOW_DEFAULT
-from .transport import silence_insecure_warnings
-from .verify import Checksum
+from .._version import __version__
+from ..api import download, iter_download_many
+from ..api import open as segdl_open
+from ..batch.manifest import FORMATS, read_manifest
+from ..batch.report import ReportRow, ReportWriter
+from ..batch.run import ItemResult
+from ..batch.template import DEFAULT as DEFAULT_TEMPLATE
+from ..batch.template import Template, TemplateError, safe_relative
+from ..core.events import Listener, TqdmBatchListener, TqdmListener, human_size, plural
+from ..core.http.transport import silence_insecure_warnings
+from ..core.options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
+from ..core.verify import Checksum
+from ..errors import DiskFullError, Interrupted, SegdlError, UsageError
+from ..file import Result
+from ..stream import WINDOW_DEFAULT
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -274,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep no journal in DIR/.segdl (a re-run then checks each file on disk only)",
     )
-    from .cluster.command import add_arguments as add_cluster_arguments
+    from .cluster import add_arguments as add_cluster_arguments
 
     add_cluster_arguments(
         parser.add_argument_group("batches on a Dask cluster (pip install 'segdl[dask]')")
@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with -o - (or --extract DIR, one URL): bytes fetched ahead of the reader "
         "(default 64M)",
     )
-    from .archive.command import add_arguments as add_extract_arguments
+    from .extract import add_arguments as add_extract_arguments
 
     add_extract_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-o FILE: not with --dask (a cluster saves into -d DIR)")
     if is_batch and args.output:
         _output_as_item(parser, args)
-    from .archive.command import check_arguments as check_extract_arguments
+    from .extract import check_arguments as check_extract_arguments
 
     check_extract_arguments(parser, args, is_batch)
     # Defaults filled in only now: the checks above needed to know what was given.
@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if is_batch:
             return _batch(args, verify, stderr)
         if args.extract is not None:
-            from .archive.command import run_single as extract_single
+            from .extract import run_single as extract_single
 
             return extract_single(args, _common(args, verify), stderr)
         return _single(args, verify, stderr)
@@ -554,7 +554,7 @@ _MAX_LISTED = 20  # failed items listed on stderr; the rest are counted
 
 def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
     if args.dask is not None or args.dask_scheduler_file is not None or args.shard_size:
-        from .cluster.command import run as cluster_batch  # a batch on a Dask cluster
+        from .cluster import run as cluster_batch
 
         return cluster_batch(args, verify, stderr)
     extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
@@ -563,7 +563,7 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
         nonlocal extraction
         directory = args.dir
         if args.extract is not None:
-            from .archive.command import BatchExtraction
+            from .extract import BatchExtraction
 
             extraction = BatchExtraction(args)
             directory = extraction.download_dir

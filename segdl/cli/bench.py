@@ -37,12 +37,12 @@ from types import FrameType, TracebackType
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
 
-from .api import download
-from .errors import IntegrityError, Interrupted, SegdlError, UsageError
-from .options import MAX_CONNECTIONS, parse_size
-from .progress import Listener
-from .sink import destination_error
-from .transport import check_url
+from ..api import download
+from ..core.events import Listener
+from ..core.http.transport import check_url
+from ..core.options import MAX_CONNECTIONS, parse_size
+from ..core.sink import destination_error
+from ..errors import IntegrityError, Interrupted, SegdlError, UsageError
 
 __all__ = [
     "DEFAULT_CONNECTIONS",

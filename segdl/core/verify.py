@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 # RFC 9530 names the algorithms with a dash; only sha-256 and sha-512 are registered as active.

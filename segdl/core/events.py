@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .batch.run import ItemResult
+    from ..batch.run import ItemResult
     from .verify import Checksum
 
 

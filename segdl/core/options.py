@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
+from .http.transport import TransportOptions
 from .plan import MIN_SPLIT_DEFAULT
-from .transport import TransportOptions
 from .verify import Checksum
 
 MAX_CONNECTIONS = 64

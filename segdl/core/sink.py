@@ -20,7 +20,7 @@ import stat
 import threading
 from pathlib import Path
 
-from .errors import DestinationError, DiskFullError
+from ..errors import DestinationError, DiskFullError
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # shared with state: never open through a link
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 
-from segdl.errors import (
+from ..errors import (
     ConnectError,
     HTTPStatusError,
     NameResolutionError,

@@ -24,8 +24,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from .connections import Connections, LeanResponse, connect_error
-from .errors import (
+from ...errors import (
     ConnectError,
     ContentTypeError,
     HTTPStatusError,
@@ -40,6 +39,7 @@ from .errors import (
     TLSError,
     TruncatedError,
 )
+from .lean import Connections, LeanResponse, connect_error
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Response headers: requests' case-insensitive dict, or http.client's message (both `.get`).

@@ -23,8 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import plan, state
-from .control import Control
+from .core import plan, state
+from .core.control import Control
+from .core.events import Listener, StartInfo
+from .core.http.transport import Body, Transport
+from .core.job import Job, Segment, Stop
+from .core.options import Options
+from .core.probe import RemoteInfo, info_from_first, probe_remote
+from .core.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
+from .core.scheduler import Halted, HostKey, Paused, Scheduler, host_key
+from .core.sink import ALIGN, PartFile, companions, direct_io_suitable, free_space
+from .core.verify import Checksum, file_digest, server_digest
 from .errors import (
     DestinationError,
     HTTPStatusError,
@@ -38,21 +47,6 @@ from .errors import (
     TransferError,
     TruncatedError,
 )
-from .job import Job, Segment, Stop
-from .options import Options
-from .probe import RemoteInfo, info_from_first, probe_remote
-from .progress import Listener, StartInfo
-from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
-from .scheduler import Halted, HostKey, Paused, Scheduler, host_key
-from .sink import (
-    ALIGN,
-    PartFile,
-    companions,
-    direct_io_suitable,
-    free_space,
-)
-from .transport import Body, Transport
-from .verify import Checksum, file_digest, server_digest
 
 _UNKNOWN = 1 << 62  # stop of a single stream whose length the server does not tell
 _TICK = 0.1  # how often the driver samples progress

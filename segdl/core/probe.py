@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import (
-    HTTPStatusError,
-    NameResolutionError,
-    NetworkError,
-    RefusedError,
-    TransferError,
-)
-from .transport import (
+from ..errors import HTTPStatusError, NameResolutionError, NetworkError, RefusedError, TransferError
+from .http.transport import (
     Body,
     Response,
     Transport,

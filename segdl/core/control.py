@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import DestinationError
 from . import state
-from .errors import DestinationError
+from .http.transport import Validators
 from .job import Job, Segment
 from .probe import RemoteInfo
 from .sink import PartFile, companions
-from .transport import Validators
 
 # Data is fsynced at most this often, and never so often that syncing takes over ~3% of the
 # time: each sync forces to disk what would otherwise stay in the page cache. Between syncs the

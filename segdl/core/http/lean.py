@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._version import __version__
-from .errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
+from ..._version import __version__
+from ...errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
 
 USER_AGENT = f"segdl/{__version__}"
 _Key = tuple[str, str, int]

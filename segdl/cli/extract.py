@@ -26,15 +26,15 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from ..archive.remote import RemoteExtractResult, extract, extract_file
+from ..archive.safety import Limits
 from ..batch.run import ItemResult
-from ..cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
+from ..core.events import Listener, StartInfo, TqdmListener, human_size, plural
+from ..core.options import parse_size
+from ..core.sink import destination_error
+from ..core.verify import Checksum
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
-from ..options import parse_size
-from ..progress import Listener, StartInfo, TqdmListener, human_size, plural
-from ..sink import destination_error
-from ..verify import Checksum
-from .remote import RemoteExtractResult, extract, extract_file
-from .safety import Limits
+from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
 
 # The longest first: ".tar.gz" before ".gz".
 ARCHIVE_SUFFIXES = (

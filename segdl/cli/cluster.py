@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from typing import IO
 
 from ..batch.run import ItemResult
-from ..cli import EXIT_USAGE, batch_options, run_batch_command
+from ..cluster.client import check_address, require_dask
+from ..core.events import Listener
 from ..errors import UsageError
-from ..progress import Listener
-from .client import check_address, require_dask
+from . import EXIT_USAGE, batch_options, run_batch_command
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
         return EXIT_USAGE
 
     def start(items: object, listener: Listener) -> Iterable[ItemResult]:
-        from .api import iter_download_cluster
+        from ..cluster.api import iter_download_cluster
 
         return iter_download_cluster(
             items,  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""HTTP transports behind one interface: requests, and lean kept-alive http.client connections."""
