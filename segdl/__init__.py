@@ -9,12 +9,14 @@ Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listen
 """
 
 from ._version import __version__
-from .api import download, download_many, fetch, iter_download_many, open
+from .api import Listener, download, download_many, fetch, iter_download_many, open
 from .archive.extractor import ExtractResult
-from .archive.remote import RemoteExtractResult, extract
+from .archive.remote import ExtractListener, RemoteExtractResult, extract
+from .bars import TqdmListener
 from .batch.manifest import BadRecord, Record, read_manifest
-from .batch.run import BatchResults, ItemResult
-from .core.events import Listener, StartInfo, TqdmListener
+from .batch.results import BatchListener, ItemResult
+from .batch.run import BatchResults
+from .core.events import StartInfo, TransferListener
 from .errors import (
     ArchiveError,
     ArchiveLimitError,
@@ -53,6 +55,7 @@ __all__ = [
     "ArchiveError",
     "ArchiveLimitError",
     "BadRecord",
+    "BatchListener",
     "BatchResults",
     "Clock",
     "ConnectError",
@@ -60,6 +63,7 @@ __all__ = [
     "CorruptArchiveError",
     "DestinationError",
     "DiskFullError",
+    "ExtractListener",
     "ExtractResult",
     "HTTPStatusError",
     "InsufficientSpaceError",
@@ -87,6 +91,7 @@ __all__ = [
     "TooLargeError",
     "TqdmListener",
     "TransferError",
+    "TransferListener",
     "TruncatedError",
     "UnsafeArchiveError",
     "UnsupportedArchiveError",

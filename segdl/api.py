@@ -13,10 +13,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeAlias
 
+from .archive.remote import ExtractListener
 from .batch.manifest import BadRecord, Record
-from .batch.run import BatchOptions, BatchResults, ItemResult, run_batch
+from .batch.results import BatchListener, ItemResult
+from .batch.run import BatchOptions, BatchResults, run_batch
 from .batch.template import DEFAULT, Template
-from .core.events import Listener
+from .core.events import TransferListener
 from .core.http.transport import Transport, check_url
 from .core.naming import MAX_NAME_BYTES, derive_filename
 from .core.options import Options, parse_accept
@@ -29,6 +31,11 @@ from .stream import WINDOW_DEFAULT, RemoteFile, open_remote, read_limited
 
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
 _COMPANION_ROOM = max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
+
+
+class Listener(BatchListener, ExtractListener):
+    """Receives every event segdl sends: a transfer's, a batch's and an extraction's (see
+    `segdl.core.events`); subclass it and override what you need. All methods are no-ops."""
 
 
 def download(
@@ -53,7 +60,7 @@ def download(
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
-    listener: Listener | None = None,
+    listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
 ) -> Result:
@@ -84,7 +91,7 @@ def download(
         trust_env=trust_env,
         direct_io=direct_io,
     )
-    listener = listener or Listener()
+    listener = listener or TransferListener()
     target = _target(dest, directory)
     transport = Transport(url, options.transport())
     engine = Engine(transport, options, listener, cancel=cancel, clock=clock)
@@ -167,7 +174,7 @@ def iter_download_many(
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
-    listener: Listener | None = None,
+    listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
 ) -> BatchResults:
@@ -280,7 +287,7 @@ def open(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
-    listener: Listener | None = None,
+    listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
 ) -> RemoteFile:

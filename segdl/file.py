@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .core import plan, state
 from .core.control import Control
-from .core.events import Listener, StartInfo
+from .core.events import StartInfo, TransferListener
 from .core.http.transport import Body, Transport
 from .core.job import Job, Segment, Stop
 from .core.options import Options
@@ -142,7 +142,7 @@ class Engine:
         self,
         transport: Transport,
         options: Options,
-        listener: Listener,
+        listener: TransferListener,
         *,
         cancel: threading.Event | None = None,
         clock: Clock | None = None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core.events import Listener, StartInfo
+from .core.events import StartInfo, TransferListener
 from .core.http.transport import Body, Transport
 from .core.options import Options
 from .core.probe import RemoteInfo, probe_remote
@@ -392,7 +392,7 @@ class RemoteFile(io.RawIOBase):
         window: int = WINDOW_DEFAULT,
         start: int = 0,
         scheduler: Scheduler | None = None,
-        listener: Listener | None = None,
+        listener: TransferListener | None = None,
         clock: Clock | None = None,
     ) -> None:
         super().__init__()
@@ -400,7 +400,7 @@ class RemoteFile(io.RawIOBase):
         self.info = info
         self.options = options
         self.size = info.size
-        self.listener = listener or Listener()
+        self.listener = listener or TransferListener()
         self.clock = clock or Clock()
         self._own_scheduler = scheduler is None
         self.scheduler = scheduler or Scheduler(
@@ -682,7 +682,7 @@ def open_remote(
     options: Options,
     *,
     window: int = WINDOW_DEFAULT,
-    listener: Listener | None = None,
+    listener: TransferListener | None = None,
     clock: Clock | None = None,
     cancel: threading.Event | None = None,
 ) -> RemoteFile:

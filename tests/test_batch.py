@@ -28,7 +28,7 @@ from rangeserver import (
 from segdl import Clock
 from segdl.api import download_many, iter_download_many
 from segdl.batch.manifest import read_manifest
-from segdl.batch.run import ItemResult
+from segdl.batch.results import ItemResult
 from segdl.errors import Interrupted
 
 MiB = 1 << 20

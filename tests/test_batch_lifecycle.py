@@ -25,7 +25,7 @@ import segdl.core.sink
 from segdl import Clock
 from segdl.api import iter_download_many
 from segdl.batch.journal import Journal
-from segdl.batch.run import ItemResult
+from segdl.batch.results import ItemResult
 from segdl.cli import main
 from segdl.core.scheduler import Paused, Scheduler
 from segdl.errors import DiskFullError, Interrupted

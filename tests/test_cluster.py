@@ -25,14 +25,13 @@ import pytest
 from fakes import payload
 from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_files
 
-from segdl.api import download_many
+from segdl.api import Listener, download_many
 from segdl.batch.manifest import Record, read_manifest
-from segdl.batch.run import ItemResult
+from segdl.batch.results import ItemResult
 from segdl.cluster import ClusterError, DirectoryNotShared, host_group, iter_download_cluster
 from segdl.cluster.driver import Driver
 from segdl.cluster.shards import GROUPS, ShardWriter, decode_row, encode_row, read_shard
 from segdl.cluster.task import to_row
-from segdl.core.events import Listener
 
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")

@@ -20,8 +20,8 @@ from rangeserver import RangeHTTPServer, serve_file
 
 import segdl
 from segdl import cli
+from segdl.api import Listener
 from segdl.core import sink
-from segdl.core.events import Listener
 from segdl.core.job import Segment
 from segdl.core.options import Options
 from segdl.core.sink import ALIGN, PartFile

@@ -15,9 +15,11 @@ import pytest
 from rangeserver import RangeHTTPServer, serve_file
 
 import segdl
-from segdl.batch.run import ItemResult
+from segdl.api import Listener
+from segdl.bars import TqdmListener, binary_fields
+from segdl.batch.results import ItemResult
 from segdl.cli import build_parser, run_batch_command, summary
-from segdl.core.events import Listener, StartInfo, TqdmListener, binary_fields
+from segdl.core.events import StartInfo
 from segdl.core.verify import Checksum
 
 INFO = StartInfo("http://127.0.0.1/f.bin", Path("f.bin"), 1000, 4, 0)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..core.events import Listener, StartInfo
+from ..core.events import StartInfo, TransferListener
 from ..core.http.transport import Transport, check_url
 from ..core.options import Options
 from ..core.probe import RemoteInfo, probe_remote
@@ -71,6 +71,14 @@ _COPY_CHUNK = 1 << 20
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
+class ExtractListener(TransferListener):
+    """Receives an extraction's events: its transfer's, and how far the extraction is."""
+
+    def extracting(self, members: int, written: int) -> None:
+        """`members` entries and `written` bytes of file data are extracted (into the
+        staging folder) so far; called from the extracting thread."""
+
+
 @dataclass(frozen=True)
 class RemoteExtractResult(ExtractResult):
     """What `segdl.extract` did: the extraction's result, plus where from and at what cost."""
@@ -98,7 +106,7 @@ def extract(
     max_ratio: float = 200.0,
     connections: int = 8,
     window: int = WINDOW_DEFAULT,
-    listener: Listener | None = None,
+    listener: ExtractListener | None = None,
     checksum: str | Checksum | None = None,
     min_split: int = Options.min_split,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
@@ -124,7 +132,7 @@ def extract(
     and checked out). `checksum` (`ALGO=HEX`) and the server's digest of the archive are
     checked before anything is moved into `directory`. At most `window` bytes are fetched
     ahead of the extraction (over `connections` connections). `listener` gets the download's
-    progress and, through `Listener.extracting`, the extraction's. The other keyword
+    progress and, through `ExtractListener.extracting`, the extraction's. The other keyword
     arguments are `segdl.download`'s.
 
     A finished extraction leaves a record in `directory/.segdl/`: running the same one again
@@ -169,7 +177,7 @@ def extract(
         overwrite=bool(overwrite),
         keep=keep,
         replace_keep=replace_keep,
-        listener=listener or Listener(),
+        listener=listener or ExtractListener(),
         window=window,
         previous=previous,
     )
@@ -266,7 +274,7 @@ class _Plan:
     overwrite: bool
     keep: Path | None
     replace_keep: bool  # whether an existing file at `keep` may be replaced
-    listener: Listener
+    listener: ExtractListener
     window: int
     previous: record.Record | None  # the record of this extraction done before, if any
 
@@ -360,7 +368,11 @@ class _Job:
                 policy = wait_before_retry(policy, exc, sleep=time.sleep, clock=time.time)
 
     def _open(
-        self, info: RemoteInfo, window: int, listener: Listener | None = None, start: int = 0
+        self,
+        info: RemoteInfo,
+        window: int,
+        listener: TransferListener | None = None,
+        start: int = 0,
     ) -> RemoteFile:
         """The ordered stream of the archive probed as `info` (its validators guard every
         range), over its own connections. It starts fetching at `start` at once."""
@@ -741,11 +753,11 @@ class _Source:
             self.keep.discard()
 
 
-class _Planned(Listener):
+class _Planned(TransferListener):
     """The stream's events for a zip's chosen members: done and total are the member bytes
     read and planned, not positions in the whole file."""
 
-    def __init__(self, inner: Listener, total: int, reader: _Positioned) -> None:
+    def __init__(self, inner: TransferListener, total: int, reader: _Positioned) -> None:
         self.inner = inner
         self.total = total
         self.reader = reader
@@ -763,4 +775,4 @@ class _Planned(Listener):
         self.inner.finish(self.reader.read)
 
 
-__all__ = ["RemoteExtractResult", "extract", "extract_file"]
+__all__ = ["ExtractListener", "RemoteExtractResult", "extract", "extract_file"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from ..core.events import plural
+from ..core.units import plural
 from ..errors import ArchiveLimitError, UnsafeArchiveError, UsageError
 
 MiB = 1 << 20

@@ -31,7 +31,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..core.events import Listener
+from ..core.events import TransferListener
 from ..core.http.transport import Sessions, Transport
 from ..core.naming import MAX_NAME_BYTES, derive_filename
 from ..core.options import Options
@@ -49,35 +49,16 @@ from ..errors import (
     TLSError,
     UsageError,
 )
-from ..file import Clock, Engine, Requeue, Result, free_name, page_buffer
+from ..file import Clock, Engine, Requeue, free_name, page_buffer
 from .journal import Journal, journal_path
 from .manifest import BadRecord, Record
+from .results import BatchListener, ItemResult
 from .template import DEFAULT, Template, TemplateError, safe_relative
 
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
 _NAME_ROOM = MAX_NAME_BYTES - max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
 _TICK = 0.2  # how often the caller's thread samples progress
 _RESULTS_MIN = 8  # results queued for the caller (at least; `jobs` when more)
-
-
-@dataclass(frozen=True)
-class ItemResult:
-    """What became of one item of a batch."""
-
-    index: int  # position in the input, from 0
-    url: str  # the URL (mirror) used, or the first one when none was tried
-    path: Path | None  # where the file is (ok, skipped), or was to go
-    status: str  # "ok", "skipped" or "failed"
-    http_status: int | None = None
-    size: int = 0  # bytes of the file (ok, skipped), or fetched before failing
-    seconds: float = 0.0
-    attempts: int = 0  # requests made for it
-    error: str | None = None
-    result: Result | None = None  # the engine's result, for an item fetched now
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "failed"
 
 
 @dataclass(frozen=True)
@@ -251,10 +232,10 @@ class _Lookahead:
             return item
 
 
-class _ItemListener(Listener):
+class _ItemListener(TransferListener):
     """Forwards an item's warnings to the batch listener, naming the item."""
 
-    def __init__(self, batch: Listener, url: str) -> None:
+    def __init__(self, batch: BatchListener, url: str) -> None:
         self._batch = batch
         self._url = url
 
@@ -271,14 +252,14 @@ class Batch:
         options: Options,
         batch: BatchOptions,
         *,
-        listener: Listener | None = None,
+        listener: BatchListener | None = None,
         cancel: threading.Event | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.directory = directory
         self.options = options
         self.batch = batch
-        self.listener = listener or Listener()
+        self.listener = listener or BatchListener()
         self._caller_cancel = cancel
         self.cancel = threading.Event()  # the engines': set on the caller's cancel or Ctrl-C
         self.clock = clock or Clock()
@@ -737,7 +718,7 @@ def run_batch(
     options: Options,
     batch: BatchOptions,
     *,
-    listener: Listener | None = None,
+    listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
 ) -> BatchResults:

@@ -20,16 +20,18 @@ from types import FrameType
 from typing import IO, NoReturn, Protocol
 
 from .._version import __version__
-from ..api import download, iter_download_many
+from ..api import Listener, download, iter_download_many
 from ..api import open as segdl_open
+from ..bars import TqdmBatchListener, TqdmListener
 from ..batch.manifest import FORMATS, read_manifest
 from ..batch.report import ReportRow, ReportWriter
-from ..batch.run import ItemResult
+from ..batch.results import BatchListener, ItemResult
 from ..batch.template import DEFAULT as DEFAULT_TEMPLATE
 from ..batch.template import Template, TemplateError, safe_relative
-from ..core.events import Listener, TqdmBatchListener, TqdmListener, human_size, plural
+from ..core.events import TransferListener
 from ..core.http.transport import silence_insecure_warnings
 from ..core.options import IF_EXISTS, MAX_CONNECTIONS, parse_accept, parse_header, parse_size
+from ..core.units import human_size, plural
 from ..core.verify import Checksum
 from ..errors import DiskFullError, Interrupted, SegdlError, UsageError
 from ..file import Result
@@ -464,7 +466,7 @@ def _common(args: argparse.Namespace, verify: bool | str) -> dict[str, object]:
 
 
 def _single(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
-    listener: Listener
+    listener: TransferListener
     if not args.quiet and stderr.isatty():
         listener = TqdmListener(file=stderr)
     else:
@@ -501,7 +503,7 @@ EXIT_BROKEN_PIPE = 141  # as a shell reports a program killed by SIGPIPE
 
 
 def _to_stdout(
-    args: argparse.Namespace, verify: bool | str, stderr: IO[str], listener: Listener
+    args: argparse.Namespace, verify: bool | str, stderr: IO[str], listener: TransferListener
 ) -> int:
     """`-o -`: the file in order on stdout; the bar and messages stay on stderr."""
     common = _common(args, verify)
@@ -559,7 +561,7 @@ def _batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int
         return cluster_batch(args, verify, stderr)
     extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
 
-    def start(items: object, listener: Listener) -> Iterable[ItemResult]:
+    def start(items: object, listener: BatchListener) -> Iterable[ItemResult]:
         nonlocal extraction
         directory = args.dir
         if args.extract is not None:
@@ -604,11 +606,11 @@ def batch_options(args: argparse.Namespace, verify: bool | str) -> dict[str, obj
 def run_batch_command(
     args: argparse.Namespace,
     stderr: IO[str],
-    start: Callable[[object, Listener], Iterable[ItemResult]],
+    start: Callable[[object, BatchListener], Iterable[ItemResult]],
 ) -> int:
     """Read the input, run `start(items, listener)`'s results to the end, write the report,
     list failures and print the summary; the exit code. Shared by local and cluster batches."""
-    listener: Listener
+    listener: BatchListener
     bar: TqdmBatchListener | None = None
     if not args.quiet and stderr.isatty():
         listener = bar = TqdmBatchListener(file=stderr)

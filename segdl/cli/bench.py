@@ -37,8 +37,7 @@ from types import FrameType, TracebackType
 from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
 
-from ..api import download
-from ..core.events import Listener
+from ..api import Listener, download
 from ..core.http.transport import check_url
 from ..core.options import MAX_CONNECTIONS, parse_size
 from ..core.sink import destination_error

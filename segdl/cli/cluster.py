@@ -9,9 +9,8 @@ import os
 from collections.abc import Iterable
 from typing import IO
 
-from ..batch.run import ItemResult
+from ..batch.results import BatchListener, ItemResult
 from ..cluster.client import check_address, require_dask
-from ..core.events import Listener
 from ..errors import UsageError
 from . import EXIT_USAGE, batch_options, run_batch_command
 
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
         print(f"segdl: error: {option}: {exc}", file=stderr)
         return EXIT_USAGE
 
-    def start(items: object, listener: Listener) -> Iterable[ItemResult]:
+    def start(items: object, listener: BatchListener) -> Iterable[ItemResult]:
         from ..cluster.api import iter_download_cluster
 
         return iter_download_cluster(

@@ -26,12 +26,15 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from ..archive.remote import RemoteExtractResult, extract, extract_file
+from ..api import Listener
+from ..archive.remote import ExtractListener, RemoteExtractResult, extract, extract_file
 from ..archive.safety import Limits
-from ..batch.run import ItemResult
-from ..core.events import Listener, StartInfo, TqdmListener, human_size, plural
+from ..bars import TqdmListener
+from ..batch.results import ItemResult
+from ..core.events import StartInfo
 from ..core.options import parse_size
 from ..core.sink import destination_error
+from ..core.units import human_size, plural
 from ..core.verify import Checksum
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
 from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
@@ -208,7 +211,7 @@ def message(exc: SegdlError) -> str:
 # -- one URL -------------------------------------------------------------------------------------
 
 
-class ExtractBar(TqdmListener):
+class ExtractBar(TqdmListener, ExtractListener):
     """One bar for the download, named after DIR, with the extraction's progress after it. It
     stays open until `close()`: extraction can go on after the transfer ended."""
 
@@ -290,7 +293,7 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
     """`segdl URL --extract DIR`."""
     dest = Path(args.extract)
     bar: ExtractBar | None = None
-    listener: Listener
+    listener: ExtractListener
     if not args.quiet and stderr.isatty():
         listener = bar = ExtractBar(dest, file=stderr)
     else:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..api import Item, _options, _records
-from ..batch.run import BatchOptions, ItemResult
+from ..batch.results import BatchListener, ItemResult
+from ..batch.run import BatchOptions
 from ..batch.template import DEFAULT, Template
-from ..core.events import Listener
 from ..core.options import Options
 from ..core.verify import Checksum
 from ..errors import UsageError
@@ -51,7 +51,7 @@ def iter_download_cluster(
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
-    listener: Listener | None = None,
+    listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[ItemResult]:
     """`iter_download_many` on a Dask cluster: the items are cut into shards by host and the
@@ -116,7 +116,7 @@ def _run(
     scheduler_file: str | os.PathLike[str] | None,
     client: Any,
     shard_size: int,
-    listener: Listener | None,
+    listener: BatchListener | None,
     cancel: threading.Event | None,
 ) -> Iterator[ItemResult]:
     with contextlib.ExitStack() as stack:

@@ -38,8 +38,8 @@ from typing import Any
 
 from .._version import __version__
 from ..batch.manifest import BadRecord, Record
-from ..batch.run import BatchOptions, ItemResult
-from ..core.events import Listener
+from ..batch.results import BatchListener, ItemResult
+from ..batch.run import BatchOptions
 from ..core.options import Options
 from ..errors import DestinationError, Interrupted
 from ..file import Result
@@ -87,7 +87,7 @@ class Driver:
         batch: BatchOptions,
         *,
         shard_size: int = 10_000,
-        listener: Listener | None = None,
+        listener: BatchListener | None = None,
         cancel: threading.Event | None = None,
         lock_wait: float = 30.0,
     ) -> None:
@@ -99,7 +99,7 @@ class Driver:
         self.options = options
         self.batch = batch
         self.shard_size = shard_size
-        self.listener = listener or Listener()
+        self.listener = listener or BatchListener()
         self.cancel = cancel
         self.lock_wait = lock_wait
         self.run_id = uuid.uuid4().hex

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..batch.manifest import BadRecord, Record
-from ..batch.run import ItemResult, _Claims, destination
+from ..batch.results import ItemResult
+from ..batch.run import _Claims, destination
 from ..batch.template import Template, TemplateError
 from ..errors import SegdlError
 from .shards import Shard, ShardWriter, SharedClaims, host_group, in_place, read_marker, shard_dir

@@ -39,8 +39,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from ..batch.manifest import Record
-from ..batch.run import Batch, BatchOptions, ItemResult, _Claims, _Item
-from ..core.events import Listener
+from ..batch.results import BatchListener, ItemResult
+from ..batch.run import Batch, BatchOptions, _Claims, _Item
 from ..core.options import Options
 from ..errors import DestinationError, Interrupted
 from .errors import DirectoryNotShared, ShardBusy, Superseded
@@ -204,7 +204,7 @@ class _Collector:
                         gc.enable()
 
 
-class _Progress(Listener):
+class _Progress(BatchListener):
     """Sends the shard's progress to the driver once a second, and warnings as they come."""
 
     def __init__(self, spec: ShardSpec, log: Any, collector: _Collector) -> None:
