@@ -108,10 +108,14 @@ def binary_fields(fields: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     n, total, elapsed, rate = fields["n"], fields["total"], fields["elapsed"], fields["rate"]
     if rate is None and elapsed:
         rate = (n - fields["initial"]) / elapsed  # as tqdm's own fallback
+    n_fmt, total_fmt = human_size(n), human_size(total) if total is not None else "?"
+    number, _, unit = n_fmt.partition(" ")
+    if total_fmt.endswith(f" {unit}"):
+        n_fmt = number  # "36.0/96.5 MiB": a bar and its postfix must fit in 80 columns
     fields.update(
         unit_scale=False,
-        n_fmt=human_size(n),
-        total_fmt=human_size(total) if total is not None else "?",
+        n_fmt=n_fmt,
+        total_fmt=total_fmt,
         rate_fmt=f"{human_size(rate)}/s" if rate is not None else "? B/s",
         bar_format=fields["bar_format"] or (_BAR if total else _NO_TOTAL),
     )

@@ -199,7 +199,7 @@ def test_the_bar_shows_download_and_extraction_on_a_terminal(
             os.close(slave)
         os.close(master)
     screen = b"".join(chunks).decode(errors="replace")
-    assert "out:" in screen and "conn" in screen and " extracted (" in screen  # the bar
+    assert "out:" in screen and " conn, " in screen and " extracted]" in screen  # the bar
     assert "100%" in screen
     assert f"{tmp_path / 'out'}: 14 members" in screen  # then the summary line
 

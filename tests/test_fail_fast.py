@@ -20,7 +20,8 @@ from rangeserver import Faults, RangeHTTPServer, serve_file
 import segdl
 from segdl.archive.remote import RemoteExtractResult
 from segdl.archive.safety import Budget, Limits
-from segdl.cli import main, summary
+from segdl.cli import main
+from segdl.cli.common import summary
 from segdl.cli.extract import summary as extract_summary
 from segdl.core.http.transport import Transport
 from segdl.core.retry import RetryPolicy

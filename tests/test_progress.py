@@ -18,7 +18,9 @@ import segdl
 from segdl.api import Listener
 from segdl.bars import TqdmListener, binary_fields
 from segdl.batch.results import ItemResult
-from segdl.cli import build_parser, run_batch_command, summary
+from segdl.cli.batch import run_batch_command
+from segdl.cli.common import summary
+from segdl.cli.parser import build_parser
 from segdl.core.events import StartInfo
 from segdl.core.verify import Checksum
 
@@ -90,9 +92,27 @@ def test_the_bar_shows_binary_units_throughout() -> None:
     line = str(listener._bar)  # what the bar draws now (it redraws at most every 0.2 s)
     listener.finish(total)
     text = out.getvalue() + line
-    assert "36.0 MiB/96.5 MiB" in line and "96.5 MiB/96.5 MiB" in text
+    assert "36.0/96.5 MiB" in line and "96.5/96.5 MiB" in text
     assert " MiB/s" in text or "? B/s" in text
     assert not re.search(r"\d(k|M|G)(B|/|\b)", text), text  # no SI-labelled sizes or rates
+
+
+def test_the_extraction_bar_fits_in_80_columns() -> None:
+    """tqdm cuts a line longer than the terminal: the postfix must survive on 80 columns."""
+    from segdl.cli.extract import ExtractBar
+
+    out = io.StringIO()
+    bar = ExtractBar(Path("out"), file=out)
+    bar._loader.join()
+    bar.start(StartInfo("http://127.0.0.1/a.tgz", Path("a.tgz"), 300 * 1024 + 700, 2, 0))
+    bar.progress(135 * 1024 + 300, 300 * 1024 + 700, 2)
+    bar.extracting(13, 548 * 1024)
+    assert bar._bar is not None
+    bar._bar.ncols = 80  # as on a terminal of 80 columns
+    line = str(bar._bar)
+    bar.close()
+    assert len(line) <= 80 and line.endswith("2 conn, 13 extracted]"), line
+    assert "135.3/300.7 KiB" in line
 
 
 def test_binary_fields_write_the_rate_as_human_size_does() -> None:
@@ -170,7 +190,7 @@ def test_ctrl_c_during_extract_closes_the_bar_before_the_message(
     args = build_parser().parse_args(["http://127.0.0.1/a.zip", "--extract", str(tmp_path)])
     err = FakeTerminal()
     assert command.run_single(args, {}, err) == 130
-    assert "4.0 MiB/10.0 MiB" in err.getvalue()
+    assert "4.0/10.0 MiB" in err.getvalue()
     after_the_last_bar(err.getvalue(), f"segdl: interrupted; {tmp_path} is as it was")
 
 

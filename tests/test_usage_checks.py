@@ -17,7 +17,9 @@ import pytest
 from fakes import payload
 from rangeserver import Faults, RangeHTTPServer, serve_file, serve_files
 
-from segdl.cli import batch_options, build_parser, main
+from segdl.cli import main
+from segdl.cli.batch import batch_options
+from segdl.cli.parser import build_parser
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -590,7 +590,7 @@ class _Exit(Exception):
         self.status = status
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             self._print_message(message, sys.stderr)
@@ -641,7 +641,7 @@ def _size_arg(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="segdl bench",
         description="Time downloads with several connection counts and show the speed-up. "
         "Without a URL, an embedded loopback server caps each connection's rate the way "

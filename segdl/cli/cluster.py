@@ -12,7 +12,8 @@ from typing import IO
 from ..batch.results import BatchListener, ItemResult
 from ..cluster.client import check_address, require_dask
 from ..errors import UsageError
-from . import EXIT_USAGE, batch_options, run_batch_command
+from .batch import batch_options, run_batch_command
+from .common import EXIT_USAGE
 
 DEFAULT_SHARD_SIZE = 10_000
 

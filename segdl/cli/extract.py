@@ -37,7 +37,7 @@ from ..core.sink import destination_error
 from ..core.units import human_size, plural
 from ..core.verify import Checksum
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
-from . import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
 
 # The longest first: ".tar.gz" before ".gz".
 ARCHIVE_SUFFIXES = (
@@ -69,7 +69,7 @@ LIMIT_OPTIONS = {
 }
 
 
-def _count(text: str) -> int:
+def arg_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -80,7 +80,7 @@ def _count(text: str) -> int:
 
 
 def _members(text: str) -> int:
-    value = _count(text)
+    value = arg_count(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -96,7 +96,7 @@ def _ratio(text: str) -> float:
     return value
 
 
-def _size(text: str) -> int:
+def arg_size(text: str) -> int:
     try:
         return parse_size(text)
     except UsageError as exc:
@@ -115,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--strip-components",
-        type=_count,
+        type=arg_count,
         default=0,
         metavar="N",
         help="drop the first N components of every member's path, as tar does",
@@ -134,7 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-extract-size",
-        type=_size,
+        type=arg_size,
         metavar="SIZE",
         help="refuse an archive that would write more than SIZE (default: the free space)",
     )
@@ -224,7 +224,9 @@ class ExtractBar(TqdmListener, ExtractListener):
         self._written = 0
 
     def _postfix(self) -> str:
-        return f"{self._connections} conn, {self._members} extracted ({human_size(self._written)})"
+        # Short: the line must fit in 80 columns (tqdm cuts what does not); the bytes written
+        # are in the summary line.
+        return f"{self._connections} conn, {self._members} extracted"
 
     def start(self, info: StartInfo) -> None:
         with self._lock:
@@ -265,7 +267,7 @@ class ExtractBar(TqdmListener, ExtractListener):
             super().finish(done)
 
 
-class _Warnings(Listener):
+class Warnings(Listener):
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
@@ -297,7 +299,7 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
     if not args.quiet and stderr.isatty():
         listener = bar = ExtractBar(dest, file=stderr)
     else:
-        listener = _Warnings(stderr)
+        listener = Warnings(stderr)
     options = {k: v for k, v in common.items() if k not in ("resume", "direct_io")}
     limits = _limits(args)
     try:

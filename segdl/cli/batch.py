@@ -1,0 +1,180 @@
+"""Several URLs or `-i FILE`: the batch command loop (shared by local and cluster batches),
+its report rows, the list of failures and the summary."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO
+
+from ..api import iter_download_many
+from ..bars import TqdmBatchListener
+from ..batch.manifest import read_manifest
+from ..batch.report import ReportRow, ReportWriter
+from ..batch.results import BatchListener, ItemResult
+from ..batch.template import Template
+from ..core.units import human_size
+from ..errors import DiskFullError, Interrupted, SegdlError, UsageError
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Warnings, after_bar
+from .parser import several_items
+from .single import common_options
+
+_MAX_LISTED = 20  # failed items listed on stderr; the rest are counted
+
+
+def run_batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
+    if args.dask is not None or args.dask_scheduler_file is not None or args.shard_size:
+        from .cluster import run as cluster_batch
+
+        return cluster_batch(args, verify, stderr)
+    extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
+
+    def start(items: object, listener: BatchListener) -> Iterable[ItemResult]:
+        nonlocal extraction
+        directory = args.dir
+        if args.extract is not None:
+            from .extract import BatchExtraction
+
+            extraction = BatchExtraction(args)
+            directory = extraction.download_dir
+        options = batch_options(args, verify)
+        if not several_items(args):
+            options["journal"] = False  # a batch of one keeps none, as `segdl URL` keeps none
+        results = iter_download_many(
+            items,  # type: ignore[arg-type]
+            directory,
+            listener=listener,
+            **options,  # type: ignore[arg-type]
+        )
+        return results if extraction is None else extraction.results(results)
+
+    try:
+        return run_batch_command(args, stderr, start)
+    finally:
+        if extraction is not None:
+            extraction.close()
+
+
+def batch_options(args: argparse.Namespace, verify: bool | str) -> dict[str, object]:
+    """The keyword arguments of a batch (local or on a cluster) from the command line."""
+    return {
+        "jobs": args.jobs,
+        "max_connections": args.max_connections,
+        "per_host": args.per_host,
+        "template": args.template,
+        "accept": args.accept,
+        # One rule whatever runs it (here, a batch of one, a cluster): an existing file is an
+        # error for one URL, as `segdl URL` says; a batch skips it.
+        "if_exists": args.if_exists or ("skip" if several_items(args) else "error"),
+        "journal": not args.no_journal,
+        **common_options(args, verify),
+    }
+
+
+def run_batch_command(
+    args: argparse.Namespace,
+    stderr: IO[str],
+    start: Callable[[object, BatchListener], Iterable[ItemResult]],
+) -> int:
+    """Read the input, run `start(items, listener)`'s results to the end, write the report,
+    list failures and print the summary; the exit code. Shared by local and cluster batches."""
+    listener: BatchListener
+    bar: TqdmBatchListener | None = None
+    if not args.quiet and stderr.isatty():
+        listener = bar = TqdmBatchListener(file=stderr)
+    else:
+        listener = Warnings(stderr)
+    report: ReportWriter | None = None
+    started = time.monotonic()
+    counts = {"ok": 0, "skipped": 0, "failed": 0}
+    fetched = 0
+    listed = 0
+    stopped: DiskFullError | None = None
+    try:
+        if args.input_file is not None:
+            items: object = read_manifest(
+                args.input_file,
+                format=args.input_format,
+                url_field=args.url_field,
+                records=args.records,
+                # A field no record has would fail every item: the first record tells now.
+                fields=Template.parse(args.template).record_fields,
+            )
+        else:
+            items = args.urls
+        if args.report:
+            report = ReportWriter(Path(args.report))
+        for result in start(items, listener):
+            counts[result.status] += 1
+            if result.result is not None:
+                fetched += result.result.fetched
+            if report is not None:
+                report.write(_row(result, Path(args.dir) if args.dir else Path.cwd()))
+            if result.status == "failed":
+                listed += 1
+                if listed <= _MAX_LISTED:
+                    line = _failed_line(result)
+                    if bar is not None:
+                        bar.warning_line(line)
+                    else:
+                        print(line, file=stderr)
+    except UsageError as exc:
+        after_bar(bar, f"segdl: error: {exc}", stderr)
+        return EXIT_USAGE
+    except (Interrupted, KeyboardInterrupt):
+        after_bar(bar, "segdl: interrupted; run the same command again to resume", stderr)
+        return EXIT_INTERRUPTED
+    except DiskFullError as exc:
+        # The batch stopped there, consistent: what it did is worth the summary below.
+        stopped = exc
+    except SegdlError as exc:
+        after_bar(bar, f"segdl: error: {exc}", stderr)
+        return EXIT_FAILED
+    finally:
+        if bar is not None:
+            bar.close()
+        if report is not None:
+            report.close()
+    if stopped is not None:
+        print(f"segdl: error: {stopped}", file=stderr)
+    if listed > _MAX_LISTED:
+        print(f"segdl: ... and {listed - _MAX_LISTED} more failed items", file=stderr)
+    if not args.quiet:
+        elapsed = time.monotonic() - started
+        rate = fetched / elapsed if elapsed > 0 else 0.0
+        print(
+            f"segdl: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed; "
+            f"{human_size(fetched)} in {elapsed:.2f} s, {human_size(rate)}/s",
+            file=stderr,
+        )
+    return EXIT_FAILED if counts["failed"] or stopped is not None else EXIT_OK
+
+
+def _failed_line(result: ItemResult) -> str:
+    """`#index URL: error`, naming the URL once: with mirrors the error names each URL."""
+    error = result.error or "failed"
+    if result.url and not error.startswith(f"{result.url}: "):
+        error = f"{result.url}: {error}"
+    return f"segdl: failed: #{result.index} {error}"
+
+
+def _row(result: ItemResult, directory: Path) -> ReportRow:
+    path = None
+    if result.path is not None:
+        try:
+            path = result.path.relative_to(directory).as_posix()
+        except ValueError:
+            path = result.path.as_posix()
+    return ReportRow(
+        index=result.index,
+        url=result.url,
+        path=path,
+        status=result.status,
+        http_status=result.http_status,
+        bytes=result.size,
+        seconds=result.seconds,
+        attempts=result.attempts,
+        error=result.error,
+    )

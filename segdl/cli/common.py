@@ -1,0 +1,130 @@
+"""What every command of the CLI shares: exit codes, argparse value types, the one-line
+warnings when there is no bar, the summary line of a download, printing after a bar."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import IO, NoReturn, Protocol
+
+from ..api import Listener
+from ..core.options import MAX_CONNECTIONS, parse_accept, parse_header, parse_size
+from ..core.units import human_size, plural
+from ..core.verify import Checksum
+from ..errors import UsageError
+from ..file import Result
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class Warnings(Listener):
+    """No bar: warnings still reach the user, one line each."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def warning(self, message: str) -> None:
+        print(f"segdl: warning: {message}", file=self.stream)
+
+
+def arg_connections(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= MAX_CONNECTIONS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CONNECTIONS}")
+    return value
+
+
+def arg_size(text: str) -> int:
+    try:
+        value = parse_size(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 byte")
+    return value
+
+
+def arg_header(text: str) -> tuple[str, str]:
+    try:
+        return parse_header(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arg_positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= value <= 1024:
+        raise argparse.ArgumentTypeError("must be between 1 and 1024")
+    return value
+
+
+def arg_accept(text: str) -> tuple[str, ...]:
+    try:
+        return parse_accept(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arg_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
+
+
+def arg_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def summary(result: Result) -> str:
+    """The one line printed after a download."""
+    if result.skipped:
+        return f"{result.path}: exists, skipped"
+    rate = result.fetched / result.elapsed if result.elapsed > 0 else 0.0
+    resumed = f", {human_size(result.resumed)} resumed" if result.resumed else ""
+    mode = plural(result.connections, "connection") if result.segmented else "1 connection (stream)"
+    return (
+        f"{result.path}: {human_size(result.size)} in {result.elapsed:.2f} s, "
+        f"{human_size(rate)}/s, {mode}{resumed}{matched(result.verified)}"
+    )
+
+
+def matched(checks: Sequence[Checksum]) -> str:
+    """The end of a summary line for the digests the bytes matched: ", sha256 matches
+    --checksum"."""
+    return "".join(f", {check.algorithm} matches {check.source}" for check in checks)
+
+
+class _Bar(Protocol):
+    def close(self) -> None: ...
+
+
+def after_bar(bar: _Bar | None, line: str, stream: IO[str]) -> None:
+    """Prints `line` once the bar is closed: a bar still open would share its line, and
+    draw itself again below it."""
+    if bar is not None:
+        bar.close()
+    print(line, file=stream)
+
+
+EXIT_BROKEN_PIPE = 141  # as a shell reports a program killed by SIGPIPE
