@@ -16,6 +16,7 @@ from .bars import TqdmListener
 from .batch.manifest import BadRecord, Record, read_manifest
 from .batch.results import BatchListener, ItemResult
 from .batch.run import BatchResults
+from .core.clock import Clock
 from .core.events import StartInfo, TransferListener
 from .errors import (
     ArchiveError,
@@ -48,7 +49,7 @@ from .errors import (
     UnsupportedArchiveError,
     UsageError,
 )
-from .file import Clock, Result
+from .file import Result
 from .stream import RemoteFile
 
 __all__ = [

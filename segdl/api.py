@@ -18,6 +18,7 @@ from .batch.manifest import BadRecord, Record
 from .batch.results import BatchListener, ItemResult
 from .batch.run import BatchOptions, BatchResults, run_batch
 from .batch.template import DEFAULT, Template
+from .core.clock import Clock
 from .core.events import TransferListener
 from .core.http.transport import Transport, check_url
 from .core.naming import MAX_NAME_BYTES, derive_filename
@@ -26,7 +27,7 @@ from .core.probe import RemoteInfo
 from .core.sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
 from .core.verify import Checksum
 from .errors import DestinationError, InvalidURLError, UsageError
-from .file import Clock, Engine, Result, free_name
+from .file import Engine, Result, free_name
 from .stream import WINDOW_DEFAULT, RemoteFile, open_remote, read_limited
 
 # Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import mmap
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core import plan, state
+from .core.clock import Clock, page_buffer, thread_buffer
 from .core.control import Control
 from .core.events import StartInfo, TransferListener
 from .core.http.transport import Body, Transport
@@ -59,31 +58,6 @@ _PIECES_PER_CONNECTION = 4
 # A single stream smaller than this is not preallocated: one request writes it at once, and
 # two system calls per small file of a batch are worth saving.
 _ALLOCATE_MIN = 1 << 20
-
-_local = threading.local()
-
-
-def thread_buffer(size: int) -> memoryview:
-    """This thread's reused read buffer (drivers of a batch fetch one small file after another)."""
-    buffer: memoryview | None = getattr(_local, "buffer", None)
-    if buffer is None or len(buffer) < size:
-        buffer = _local.buffer = page_buffer(size)
-    return buffer[:size] if len(buffer) > size else buffer
-
-
-def page_buffer(size: int) -> memoryview:
-    """A page-aligned buffer of whole pages, as direct writes need and the kernel maps them."""
-    return memoryview(mmap.mmap(-1, -(-size // ALIGN) * ALIGN))
-
-
-@dataclass
-class Clock:
-    """Time and randomness, injectable so that tests take no real time."""
-
-    monotonic: Callable[[], float] = time.monotonic
-    wall: Callable[[], float] = time.time
-    rand: Callable[[], float] = random.random
-    sleep: Callable[[float], object] | None = None  # None: wait on the engine's halt event
 
 
 def free_name(path: Path, reserve: Callable[[Path], bool] | None = None) -> Path:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .core.clock import Clock
 from .core.events import StartInfo, TransferListener
 from .core.http.transport import Body, Transport
 from .core.options import Options
@@ -44,7 +45,6 @@ from .errors import (
     TooLargeError,
     TruncatedError,
 )
-from .file import Clock
 
 WINDOW_DEFAULT = 64 << 20
 _PIECE_MIN = 256 << 10

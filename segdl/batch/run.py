@@ -31,6 +31,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..core.clock import Clock, page_buffer
 from ..core.events import TransferListener
 from ..core.http.transport import Sessions, Transport
 from ..core.naming import MAX_NAME_BYTES, derive_filename
@@ -49,7 +50,7 @@ from ..errors import (
     TLSError,
     UsageError,
 )
-from ..file import Clock, Engine, Requeue, free_name, page_buffer
+from ..file import Engine, Requeue, free_name
 from .journal import Journal, journal_path
 from .manifest import BadRecord, Record
 from .results import BatchListener, ItemResult

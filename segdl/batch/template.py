@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import posixpath
 import string
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from ..core.naming import _BIDI_CONTROLS, _DROPPED_CATEGORIES, MAX_NAME_BYTES, truncate_name
+from ..core.naming import MAX_NAME_BYTES, dropped_character, truncate_name
 from ..errors import SegdlError, UsageError
 
 __all__ = ["DEFAULT", "Template", "TemplateError", "safe_relative"]
@@ -151,7 +150,7 @@ def safe_relative(text: str, *, max_bytes: int = MAX_NAME_BYTES) -> PurePosixPat
 def _clean_value(value: str, what: str) -> str:
     """`value` as one path component: no separator, control character or leading dot."""
     # Controls go first so that "..\x00" or "\x01/" cannot dodge the checks below.
-    cleaned = "".join(ch for ch in value if not _dropped(ch))
+    cleaned = "".join(ch for ch in value if not dropped_character(ch))
     cleaned = cleaned.replace("/", "_").replace("\\", "_").strip()
     if cleaned in ("", ".", ".."):
         raise TemplateError(f"{what} is empty or a dot name once sanitized: {_quote(value)}")
@@ -180,7 +179,7 @@ def _parse(text: str) -> tuple[tuple[_Piece, ...], ...]:
         raise UsageError("the output template is empty")
     if "\\" in text:
         raise UsageError(f"{where}: backslashes are not allowed; separate folders with '/'")
-    if any(_dropped(ch) for ch in text):
+    if any(dropped_character(ch) for ch in text):
         raise UsageError(f"{where}: control characters are not allowed")
     try:
         parsed = list(string.Formatter().parse(text))
@@ -224,10 +223,6 @@ def _check_field(where: str, key: str, spec: str | None, conversion: str | None)
         raise UsageError(f"{where}: {{{key}!{conversion}}}: conversions are not allowed")
     if spec:
         raise UsageError(f"{where}: {{{key}:{spec}}}: format specs are not allowed")
-
-
-def _dropped(ch: str) -> bool:
-    return ch in _BIDI_CONTROLS or unicodedata.category(ch) in _DROPPED_CATEGORIES
 
 
 def _quote(value: str) -> str:

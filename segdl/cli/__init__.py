@@ -20,7 +20,8 @@ from ..batch.template import DEFAULT as DEFAULT_TEMPLATE
 from ..core.http.transport import silence_insecure_warnings
 from ..stream import WINDOW_DEFAULT
 from .batch import run_batch
-from .parser import build_parser, check_usage, output_as_item, several_items
+from .common import several_items
+from .parser import build_parser, check_usage, output_as_item
 from .single import common_options, run_download
 
 

@@ -17,8 +17,15 @@ from ..batch.results import BatchListener, ItemResult
 from ..batch.template import Template
 from ..core.units import human_size
 from ..errors import DiskFullError, Interrupted, SegdlError, UsageError
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Warnings, after_bar
-from .parser import several_items
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Warnings,
+    after_bar,
+    several_items,
+)
 from .single import common_options
 
 _MAX_LISTED = 20  # failed items listed on stderr; the rest are counted

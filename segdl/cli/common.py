@@ -128,3 +128,9 @@ def after_bar(bar: _Bar | None, line: str, stream: IO[str]) -> None:
 
 
 EXIT_BROKEN_PIPE = 141  # as a shell reports a program killed by SIGPIPE
+
+
+def several_items(args: argparse.Namespace) -> bool:
+    """Whether the command names several items (URLs or -i) rather than one URL. One URL
+    keeps the rules of one download (--if-exists error, no --template) however it runs."""
+    return args.input_file is not None or len(args.urls) > 1

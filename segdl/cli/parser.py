@@ -204,12 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def several_items(args: argparse.Namespace) -> bool:
-    """Whether the command names several items (URLs or -i) rather than one URL. One URL
-    keeps the rules of one download (--if-exists error, no --template) however it runs."""
-    return args.input_file is not None or len(args.urls) > 1
-
-
 def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace, several: bool) -> None:
     """Options that would do nothing here are usage errors naming what they need."""
     for option, given in (

@@ -118,16 +118,18 @@ def _checked_fallback(fallback: str) -> str:
     return fallback
 
 
+def dropped_character(ch: str) -> bool:
+    """Whether `ch` never stays in a name: controls, surrogates, line and paragraph
+    separators, and the bidirectional controls that make a name read otherwise than it is."""
+    return ch in _BIDI_CONTROLS or unicodedata.category(ch) in _DROPPED_CATEGORIES
+
+
 def _clean(name: str | None, max_bytes: int = MAX_NAME_BYTES) -> str | None:
     """The sanitized name, or None when nothing safe remains."""
     if name is None:
         return None
     # Control characters go first so that "..\x00" or " \x01/x" cannot dodge the checks below.
-    name = "".join(
-        ch
-        for ch in name
-        if ch not in _BIDI_CONTROLS and unicodedata.category(ch) not in _DROPPED_CATEGORIES
-    )
+    name = "".join(ch for ch in name if not dropped_character(ch))
     name = name.replace("\\", "/").rpartition("/")[2].strip()
     if not name or name.startswith("."):
         return None
