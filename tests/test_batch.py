@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fakes import NOW, Sleeps, fast_clock, payload
+from helpers import files_under, gets_of, small_files
 from rangeserver import (
     Faults,
     RangeHTTPServer,
@@ -38,17 +39,6 @@ THROTTLE = 64 * 1024  # bytes/s: a small file takes a few tens of milliseconds
 # --- helpers --------------------------------------------------------------------------------
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` (the journal's folder left out), by relative path."""
-    out: dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if rel.parts[0] == ".segdl" or not path.is_file():
-            continue
-        out[rel.as_posix()] = path.read_bytes()
-    return out
-
-
 def all_paths(root: Path) -> set[str]:
     """Every entry (file, folder, link) under `root`, relative, for escape checks."""
     return {p.relative_to(root).as_posix() for p in root.rglob("*")}
@@ -58,14 +48,6 @@ def by_index(results: list[ItemResult]) -> dict[int, ItemResult]:
     indexed = {r.index: r for r in results}
     assert len(indexed) == len(results), f"two results for one item: {results}"
     return indexed
-
-
-def gets_of(server: RangeHTTPServer) -> list[str]:
-    return [r.path for r in server.requests if r.method == "GET"]
-
-
-def small_files(count: int, *, prefix: str = "f", size: int = 3000) -> dict[str, bytes]:
-    return {f"/{prefix}{i:03d}.bin": payload(size + i, seed=i) for i in range(count)}
 
 
 def refused_url(path: str = "/gone.bin") -> str:
@@ -146,7 +128,7 @@ def test_list_of_urls_downloads_every_file(rangeserver: RangeHTTPServer, tmp_pat
     )
     assert sorted(r.index for r in results) == list(range(12))
     assert {r.status for r in results} == {"ok"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
     indexed = by_index(results)
     for i, (path, data) in enumerate(files.items()):
         assert indexed[i].path == tmp_path / path.lstrip("/")
@@ -172,7 +154,7 @@ def test_pairs_mappings_and_template_fields(rangeserver: RangeHTTPServer, tmp_pa
     )
     indexed = by_index(results)
     assert indexed[0].status == indexed[1].status == indexed[2].status == "ok"
-    got = tree(tmp_path)
+    got = files_under(tmp_path)
     assert got["pairs/first.bin"] == data[0]
     assert got["maps/second.bin"] == data[1]
     assert got["cats/7.bin"] == data[2]
@@ -188,7 +170,7 @@ def test_empty_list_fetches_nothing(rangeserver: RangeHTTPServer, tmp_path: Path
     serve_files(rangeserver, small_files(2))
     assert download_many([], tmp_path / "out", clock=fast_clock()[0]) == []
     assert rangeserver.requests == []
-    assert tree(tmp_path / "out") == {}
+    assert files_under(tmp_path / "out") == {}
 
 
 # --- mirrors --------------------------------------------------------------------------------
@@ -203,7 +185,7 @@ def test_mirror_after_404_is_used(rangeserver: RangeHTTPServer, tmp_path: Path) 
     assert result.status == "ok", result.error
     assert result.url == good.url
     assert result.path == tmp_path / "file.bin"
-    assert tree(tmp_path) == {"file.bin": data}
+    assert files_under(tmp_path) == {"file.bin": data}
     assert [r.status for r in missing.gets()] == [404]  # a 404 is final: tried once
     assert len(good.gets()) == 1
 
@@ -223,7 +205,7 @@ def test_mirror_after_refused_connection_is_used(
     for i in range(3):
         assert results[i].status == "ok", results[i].error
         assert results[i].url == served[i].url
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
     assert sorted(gets_of(rangeserver)) == sorted(files)
 
 
@@ -256,7 +238,7 @@ def test_hostile_field_values_never_leave_directory(
     assert escaped == set()
     assert (outside / "keep.txt").read_bytes() == b"keep"
     assert not Path("/etc/passwd-segdl-test").exists()
-    written = tree(dest)
+    written = files_under(dest)
     for r in results:
         if r.status == "ok":
             assert r.path is not None
@@ -281,7 +263,7 @@ def test_same_url_twice_is_fetched_once(rangeserver: RangeHTTPServer, tmp_path: 
     results = download_many([served.url, served.url], tmp_path, clock=fast_clock()[0])
     statuses = sorted(r.status for r in results)
     assert statuses == ["ok", "skipped"]
-    assert tree(tmp_path) == {"dup.bin": data}
+    assert files_under(tmp_path) == {"dup.bin": data}
     assert len(served.gets()) == 1, [r.range_header for r in served.gets()]
 
 
@@ -296,7 +278,7 @@ def test_same_url_and_path_twice_is_fetched_once(
     indexed = by_index(results)
     assert indexed[0].status == "ok"
     assert indexed[1].status == "skipped"
-    assert tree(tmp_path) == {"x/one.bin": data}
+    assert files_under(tmp_path) == {"x/one.bin": data}
     assert len(served.gets()) == 1
 
 
@@ -314,7 +296,7 @@ def test_two_urls_to_one_explicit_path_later_fails(
     assert indexed[1].status == "failed"
     assert indexed[1].error is not None
     assert "same.bin" in indexed[1].error and "item 0" in indexed[1].error
-    assert tree(tmp_path) == {"same.bin": first}
+    assert files_under(tmp_path) == {"same.bin": first}
     assert b.gets() == []  # refused before any request
 
 
@@ -329,7 +311,7 @@ def test_two_urls_with_one_remote_name_later_fails(
     assert indexed[0].status == "ok"
     assert indexed[1].status == "failed"
     assert indexed[1].error is not None and "name.bin" in indexed[1].error
-    assert tree(tmp_path) == {"name.bin": first}
+    assert files_under(tmp_path) == {"name.bin": first}
 
 
 def test_if_exists_rename_never_overwrites(rangeserver: RangeHTTPServer, tmp_path: Path) -> None:
@@ -347,7 +329,7 @@ def test_if_exists_rename_never_overwrites(rangeserver: RangeHTTPServer, tmp_pat
         assert results[i].status == "ok", results[i].error
         assert results[i].path is not None and results[i].path.name != name
         assert results[i].path.read_bytes() == data
-    assert len(tree(tmp_path)) == 4
+    assert len(files_under(tmp_path)) == 4
 
 
 # --- connection caps ------------------------------------------------------------------------
@@ -360,7 +342,7 @@ def test_per_host_cap_observed_at_server(keepalive_server: RangeHTTPServer, tmp_
         [s.url for s in served.values()], tmp_path, jobs=8, per_host=3, clock=fast_clock()[0]
     )
     assert {r.status for r in results} == {"ok"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
     assert 1 <= keepalive_server.max_concurrent <= 3
     assert len(gets_of(keepalive_server)) == 40
 
@@ -384,7 +366,7 @@ def test_per_host_and_global_caps_over_two_hosts(
     )
     assert {r.status for r in results} == {"ok"}
     expected = {p.lstrip("/"): d for p, d in {**files1, **files2}.items()}
-    assert tree(tmp_path) == expected
+    assert files_under(tmp_path) == expected
     assert rangeserver.max_concurrent <= 4
     assert rangeserver2.max_concurrent <= 4
     assert joint.peak <= 5
@@ -400,7 +382,7 @@ def test_keep_alive_connections_are_reused(
         [s.url for s in served.values()], tmp_path, jobs=4, per_host=4, clock=fast_clock()[0]
     )
     assert {r.status for r in results} == {"ok"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
     assert len(gets_of(keepalive_server)) == 30
     assert keepalive_server.connections_opened <= 8
     by_conn = keepalive_server.requests_by_connection()
@@ -424,7 +406,7 @@ def test_429_host_does_not_hold_up_other_host(
         urls, tmp_path, jobs=4, per_host=2, retries=8, clock=fast_monotonic_clock()
     )
     assert {r.status for r in results} == {"ok"}, [r.error for r in results if r.error]
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in {**files_a, **files_b}.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in {**files_a, **files_b}.items()}
     for s in served_a.values():
         assert [r.status for r in s.gets()] == [429, 429, 429, 206]
     for s in served_b.values():
@@ -455,7 +437,7 @@ def test_paused_host_leaves_other_host_running(
     finally:
         results.close()  # type: ignore[attr-defined]
     assert {r.url for r in done if r.status == "ok"} == b_urls
-    got = tree(tmp_path)
+    got = files_under(tmp_path)
     assert got == {p.lstrip("/"): d for p, d in files_b.items()}
     # The pause is honoured: A saw the requests under way when it first answered 429 (at most
     # per_host, give or take one that raced the news), not a retry budget for each of its items.
@@ -478,7 +460,7 @@ def test_accept_refuses_html_page_at_image_url(
     assert indexed[0].status == "ok"
     assert indexed[1].status == "failed"
     assert indexed[1].error is not None and "text/html" in indexed[1].error
-    assert tree(tmp_path) == {"pic.png": png}
+    assert files_under(tmp_path) == {"pic.png": png}
     assert {p for p in all_paths(tmp_path) if not p.startswith(".segdl")} == {"pic.png"}
 
 
@@ -501,7 +483,7 @@ def test_rerun_after_success_makes_no_request(
     assert sorted(r.index for r in second) == list(range(10))
     assert keepalive_server.requests == []
     assert keepalive_server.connections_opened == 0
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 def test_rerun_refetches_a_file_removed_since(rangeserver: RangeHTTPServer, tmp_path: Path) -> None:
@@ -514,7 +496,7 @@ def test_rerun_refetches_a_file_removed_since(rangeserver: RangeHTTPServer, tmp_
     results = download_many(urls, tmp_path, clock=fast_clock()[0])
     assert by_index(results)[2].status == "ok"
     assert gets_of(rangeserver) == ["/f002.bin"]
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 def test_failed_item_is_fetched_on_rerun_once_fixed(
@@ -528,14 +510,14 @@ def test_failed_item_is_fetched_on_rerun_once_fixed(
     first = by_index(download_many(urls, tmp_path, clock=fast_clock()[0]))
     assert first[1].status == "failed"
     assert first[1].http_status == 404
-    assert "f001.bin" not in tree(tmp_path)
+    assert "f001.bin" not in files_under(tmp_path)
     broken.faults.status_sequence = None  # fixed
     rangeserver.reset_stats()
     second = by_index(download_many(urls, tmp_path, clock=fast_clock()[0]))
     assert second[1].status == "ok"
     assert {second[i].status for i in (0, 2, 3)} == {"skipped"}
     assert gets_of(rangeserver) == ["/f001.bin"]
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 def test_cancel_raises_interrupted_and_rerun_completes(
@@ -569,7 +551,7 @@ def test_cancel_raises_interrupted_and_rerun_completes(
     results = download_many(urls, tmp_path, clock=fast_clock()[0])
     assert len(results) == len(urls)
     assert {r.status for r in results} <= {"ok", "skipped"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in {**files, **slow}.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in {**files, **slow}.items()}
     refetched = {r.path for r in rangeserver.requests if r.method == "GET"}
     for url in finished:
         assert url.split("/", 3)[3] not in {p.lstrip("/") for p in refetched}
@@ -590,7 +572,7 @@ def test_big_file_is_split_among_small_ones(
         urls, tmp_path, connections=4, min_split=MiB, jobs=8, clock=fast_clock()[0]
     )
     assert {r.status for r in results} == {"ok"}, [r.error for r in results if r.error]
-    got = tree(tmp_path)
+    got = files_under(tmp_path)
     assert got["big.bin"] == big
     assert got == {"big.bin": big, **{p.lstrip("/"): d for p, d in files.items()}}
     gets = big_served.gets()
@@ -627,7 +609,7 @@ def test_malformed_jsonl_line_is_one_failed_item(
     assert results[1].error is not None and "line 2" in results[1].error
     assert {results[i].status for i in (0, 2, 3)} == {"ok"}
     data = list(files.values())
-    assert tree(tmp_path / "out") == {f"f00{i}.bin": data[i] for i in range(3)}
+    assert files_under(tmp_path / "out") == {f"f00{i}.bin": data[i] for i in range(3)}
 
 
 def test_journal_records_finished_items(rangeserver: RangeHTTPServer, tmp_path: Path) -> None:

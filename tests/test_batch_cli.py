@@ -9,20 +9,25 @@ import csv
 import gzip
 import io
 import json
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fakes import payload
+from helpers import (
+    cli,
+    files_under,
+    gets_of,
+    journal_ok_urls,
+    one_line_error,
+    signal_when,
+    small_files,
+    start_batch,
+    subprocess_env,
+)
 from rangeserver import Faults, RangeHTTPServer, ServedFile, pattern_bytes, serve_file, serve_files
-
-from segdl.cli import main
 
 MiB = 1 << 20
 THROTTLE = 64 * 1024  # bytes/s per response
@@ -31,45 +36,8 @@ THROTTLE = 64 * 1024  # bytes/s per response
 # --- helpers --------------------------------------------------------------------------------
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run `segdl ARGV` in this process: (exit code, stdout, stderr)."""
-    try:
-        code = main([*argv])
-    except SystemExit as exc:  # argparse errors
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root`, the journal's folder left out, by relative path."""
-    out: dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if rel.parts[0] == ".segdl" or not path.is_file():
-            continue
-        out[rel.as_posix()] = path.read_bytes()
-    return out
-
-
 def expected(files: dict[str, bytes]) -> dict[str, bytes]:
     return {path.rsplit("/", 1)[-1]: data for path, data in files.items()}
-
-
-def gets_of(server: RangeHTTPServer) -> list[str]:
-    return [r.path for r in server.requests if r.method == "GET"]
-
-
-def small_files(count: int, *, prefix: str = "f", size: int = 2500) -> dict[str, bytes]:
-    return {f"/{prefix}{i:03d}.bin": payload(size + i, seed=i + 17) for i in range(count)}
-
-
-def one_line_error(err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("segdl: error:"), lines[0]
-    return lines[0]
 
 
 def report_rows(path: Path) -> dict[int, dict[str, str]]:
@@ -95,10 +63,6 @@ def refused_url(path: str) -> str:
     return f"http://127.0.0.1:{port}{path}"
 
 
-def subprocess_env() -> dict[str, str]:
-    return {**os.environ, "NO_PROXY": "*"}
-
-
 # --- input formats --------------------------------------------------------------------------
 
 
@@ -109,7 +73,7 @@ def test_several_urls_on_the_command_line(
     served = serve_files(rangeserver, files)
     code, out, err = cli(capsys, *(s.url for s in served.values()), "-d", str(tmp_path / "d"))
     assert code == 0, err
-    assert tree(tmp_path / "d") == expected(files)
+    assert files_under(tmp_path / "d") == expected(files)
     assert out == ""
     summary = err.strip().splitlines()[-1]
     assert "3 ok" in summary and "0 failed" in summary
@@ -141,7 +105,7 @@ def test_txt_with_comments_and_aria2_options(
     )
     dest = tmp_path / "out"
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "-q")
-    got = tree(dest)
+    got = files_under(dest)
     assert got["f000.bin"] == data[0]
     assert got["sub/folder/renamed.dat"] == data[1]
     assert got["other/f002.bin"] == data[2]
@@ -181,7 +145,7 @@ def test_csv_with_template(
         "-q",
     )
     assert code == 0, err
-    assert tree(dest) == {f"csv/item{i}.bin": d for i, d in enumerate(files.values())}
+    assert files_under(dest) == {f"csv/item{i}.bin": d for i, d in enumerate(files.values())}
 
 
 def test_tsv(
@@ -194,7 +158,7 @@ def test_tsv(
     dest = tmp_path / "out"
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "--template", "{name2}.x", "-q")
     assert code == 0, err
-    assert tree(dest) == {f"n{i}.x": d for i, d in enumerate(files.values())}
+    assert files_under(dest) == {f"n{i}.x": d for i, d in enumerate(files.values())}
 
 
 def test_json_records_with_nested_template(
@@ -229,7 +193,7 @@ def test_json_records_with_nested_template(
     )
     assert code == 0, err
     data = list(files.values())
-    assert tree(dest) == {f"{c}/{100 + i}.jpg": data[i] for i, c in enumerate(classes)}
+    assert files_under(dest) == {f"{c}/{100 + i}.jpg": data[i] for i, c in enumerate(classes)}
     assert (dest / "cat").is_dir() and (dest / "dog").is_dir() and (dest / "bird").is_dir()
 
 
@@ -256,7 +220,7 @@ def test_jsonl_and_input_format_override(
         "-q",
     )
     assert code == 0, err
-    assert tree(dest) == {f"{i}-f{i:03d}.bin": d for i, d in enumerate(files.values())}
+    assert files_under(dest) == {f"{i}-f{i:03d}.bin": d for i, d in enumerate(files.values())}
 
 
 @pytest.mark.parametrize("name", ["list.txt.gz", "list.jsonl.gz"])
@@ -276,7 +240,7 @@ def test_gzipped_list(
     dest = tmp_path / "out"
     code, _, err = cli(capsys, "-i", str(tmp_path / name), "-d", str(dest), "-q")
     assert code == 0, err
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
 
 
 def test_list_from_stdin(
@@ -292,7 +256,7 @@ def test_list_from_stdin(
     dest = tmp_path / "out"
     code, _, err = cli(capsys, "-i", "-", "-d", str(dest), "-q")
     assert code == 0, err
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
 
 
 def test_gzipped_list_from_stdin_in_subprocess(
@@ -323,7 +287,7 @@ def test_gzipped_list_from_stdin_in_subprocess(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"" and proc.stderr == b""
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
 
 
 # --- mirrors and reports --------------------------------------------------------------------
@@ -357,7 +321,7 @@ def test_mirrors_and_report_names_mirror_used(
         "-q",
     )
     assert code == 0, err
-    assert tree(dest) == {"a.bin": data_a, "b.bin": data_b}
+    assert files_under(dest) == {"a.bin": data_a, "b.bin": data_b}
     rows = report_rows(report)
     assert rows[0]["status"] == rows[1]["status"] == "ok"
     assert rows[0]["url"] == mirror_a.url
@@ -424,7 +388,7 @@ def test_failures_exit_1_and_report_every_item(
                 assert rows[i]["path"] == f"f{i:03d}.bin"
                 assert int(rows[i]["bytes"]) == len(files[f"/f{i:03d}.bin"])
         ok = {k: v for k, v in expected(files).items() if k not in ("f001.bin", "f004.bin")}
-        assert tree(dest) == ok
+        assert files_under(dest) == ok
         # No temporary files of the failed items either.
         assert sorted(p.name for p in dest.iterdir() if p.name != ".segdl") == sorted(ok)
     # The first run fetched, the second skipped (journal).
@@ -448,7 +412,7 @@ def test_failed_item_fetched_on_rerun_once_fixed(
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "-q")
     assert code == 0, err
     assert gets_of(rangeserver) == ["/f002.bin"]
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
 
 
 def test_rerun_after_success_makes_no_request(
@@ -467,7 +431,7 @@ def test_rerun_after_success_makes_no_request(
     assert "8 skipped" in err.splitlines()[-1]
     assert keepalive_server.requests == []
     assert keepalive_server.connections_opened == 0
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
 
 
 def test_failed_items_listed_one_line_each_with_a_cap(
@@ -494,7 +458,7 @@ def test_failed_items_listed_one_line_each_with_a_cap(
     counts = [int(word) for word in more[0].replace(",", " ").split() if word.isdigit()]
     assert len(listed) + counts[0] == 30
     assert "1 ok" in lines[-1] and "30 failed" in lines[-1]
-    assert tree(dest) == {"good.bin": payload(1000, seed=50)}
+    assert files_under(dest) == {"good.bin": payload(1000, seed=50)}
 
 
 def test_if_exists_policies_in_a_batch(
@@ -517,7 +481,7 @@ def test_if_exists_policies_in_a_batch(
     assert (dest / "x.bin").read_bytes() == b"old"
     assert cli(capsys, *base, "--if-exists", "rename")[0] == 0
     assert (dest / "x.bin").read_bytes() == b"old"
-    renamed = {k: v for k, v in tree(dest).items() if k != "x.bin"}
+    renamed = {k: v for k, v in files_under(dest).items() if k != "x.bin"}
     assert list(renamed.values()) == [data]
     assert cli(capsys, *base, "--if-exists", "overwrite")[0] == 0
     assert (dest / "x.bin").read_bytes() == data
@@ -558,7 +522,7 @@ def test_hostile_fields_stay_inside_dir(
     after = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")}
     new = after - before - {"a", "a/b", "r.jsonl"}
     assert {p for p in new if not p.startswith("a/b/out")} == set()
-    got = tree(dest)
+    got = files_under(dest)
     assert got["dogs/fine.jpg"] == data[3]
     rows = report_rows(tmp_path / "r.jsonl")
     for i in range(4):
@@ -579,7 +543,7 @@ def test_same_url_twice_fetched_once(
     dest = tmp_path / "out"
     code, _, err = cli(capsys, served.url, served.url, "-d", str(dest), "-q")
     assert code == 0, err
-    assert tree(dest) == {"twice.bin": data}
+    assert files_under(dest) == {"twice.bin": data}
     assert len(served.gets()) == 1
 
 
@@ -596,7 +560,7 @@ def test_two_urls_to_one_path_later_fails(
     assert code == 1
     [line] = [line for line in err.splitlines() if "failed:" in line]
     assert "#1" in line and b.url in line and "one.bin" in line
-    assert tree(dest) == {"one.bin": first}
+    assert files_under(dest) == {"one.bin": first}
     assert b.gets() == []
 
 
@@ -613,7 +577,7 @@ def test_accept_refuses_html_at_image_url(
     assert code == 1
     [line] = [line for line in err.splitlines() if "failed:" in line]
     assert bad.url in line and "text/html" in line
-    assert tree(dest) == {"ok.png": png}
+    assert files_under(dest) == {"ok.png": png}
     assert sorted(p.name for p in dest.iterdir() if p.name != ".segdl") == ["ok.png"]
 
 
@@ -632,7 +596,7 @@ def test_per_host_and_jobs_options_cap_connections(
         capsys, "-i", str(listing), "-d", str(dest), "-j", "6", "--per-host", "2", "-q"
     )
     assert code == 0, err
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
     assert keepalive_server.max_concurrent <= 2
     assert keepalive_server.connections_opened <= 6  # one kept-alive connection per job at most
 
@@ -654,7 +618,7 @@ def test_mixed_batch_splits_the_big_file(
         capsys, "-i", str(listing), "-d", str(dest), "-n", "4", "-k", "1M", "-j", "8", "-q"
     )
     assert code == 0, err
-    assert tree(dest) == {"big.bin": big, **expected(files)}
+    assert files_under(dest) == {"big.bin": big, **expected(files)}
     assert big_served.gets()[0].range_header == "bytes=0-"
     assert len(big_served.ranges_requested()) > 1
     assert len(gets_of(keepalive_server2)) == 100
@@ -685,7 +649,7 @@ def test_malformed_jsonl_line_is_a_failed_item(
     assert "Traceback" not in err
     [line] = [line for line in err.splitlines() if "failed:" in line]
     assert "line 3" in line
-    assert tree(dest) == expected(files)
+    assert files_under(dest) == expected(files)
     rows = report_rows(report)
     assert [rows[i]["status"] for i in range(4)] == ["ok", "ok", "failed", "ok"]
     assert "line 3" in rows[2]["error"]
@@ -705,7 +669,7 @@ def test_empty_list_exits_0(
     assert code == 0, err
     assert "Traceback" not in err
     assert rangeserver.requests == []
-    assert not (tmp_path / "out").exists() or tree(tmp_path / "out") == {}
+    assert not (tmp_path / "out").exists() or files_under(tmp_path / "out") == {}
 
 
 def test_usage_errors_exit_2_with_one_line(
@@ -751,51 +715,6 @@ def test_missing_input_file_in_subprocess(tmp_path: Path) -> None:
 # --- interruption ---------------------------------------------------------------------------
 
 
-def _journal_ok_urls(dest: Path) -> set[str]:
-    path = dest / ".segdl" / "journal.sqlite3"
-    if not path.exists():
-        return set()
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
-        try:
-            return {row[0] for row in db.execute("SELECT url FROM items WHERE status = 'ok'")}
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return set()
-
-
-def _start_batch(listing: Path, dest: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "segdl",
-            "-i",
-            str(listing),
-            "-d",
-            str(dest),
-            "-j",
-            "4",
-            "-q",
-            *extra,
-        ],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=subprocess_env(),
-    )
-
-
-def _wait_until(predicate: Callable[[], bool], proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not predicate():
-        assert proc.poll() is None, f"segdl ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def _throttled_batch(
     server: RangeHTTPServer, tmp_path: Path
 ) -> tuple[dict[str, bytes], dict[str, ServedFile], Path]:
@@ -814,26 +733,20 @@ def test_rerun_after_sigkill_completes_without_refetching_finished_items(
 ) -> None:
     all_files, served, listing = _throttled_batch(rangeserver, tmp_path)
     dest = tmp_path / "out"
-    proc = _start_batch(listing, dest, tmp_path, "-n", "2")
-    try:
-        _wait_until(lambda: len(_journal_ok_urls(dest)) >= 3, proc, "3 items in the journal")
-        big_done = (dest / "big.bin").exists()
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    proc = start_batch(listing, dest, tmp_path, "-n", "2")
+    signal_when(
+        proc, lambda: len(journal_ok_urls(dest)) >= 3, "3 items in the journal", signal.SIGKILL
+    )
     assert proc.returncode == -signal.SIGKILL
-    assert not big_done  # the throttle makes it last seconds: it was cut mid-way
-    finished = _journal_ok_urls(dest)
+    assert not (dest / "big.bin").exists()  # the throttle makes it last seconds: cut mid-way
+    finished = journal_ok_urls(dest)
     assert served["/big.bin"].url not in finished
     rangeserver.reset_stats()  # the killed run's requests stay out of the re-run's log
     for s in served.values():
         s.faults.rate = None
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "-j", "4", "-n", "2", "-q")
     assert code == 0, err
-    assert tree(dest) == expected(all_files)
+    assert files_under(dest) == expected(all_files)
     refetched = {r.path for r in rangeserver.requests if r.method == "GET"}
     assert {s.url for s in served.values() if s.path in refetched} & finished == set()
     assert "/big.bin" in refetched
@@ -861,23 +774,16 @@ def test_rerun_after_sigkill_refetches_only_items_that_were_mid_transfer(
         )
 
     # Room for the stalled items and the others: none of the 30 waits behind a stalled one.
-    proc = _start_batch(listing, dest, tmp_path, "-j", "16", "--per-host", "16")
-    try:
-        _wait_until(in_place, proc, "30 files in place")
-        time.sleep(0.005)  # past the microseconds between a file's rename and its record
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    proc = start_batch(listing, dest, tmp_path, "-j", "16", "--per-host", "16")
+    # The kill comes a moment after: past the microseconds between a rename and its record.
+    signal_when(proc, in_place, "30 files in place", signal.SIGKILL, settle=0.005)
     assert proc.returncode == -signal.SIGKILL
     rangeserver.reset_stats()  # the killed run's requests stay out of the re-run's log
     for s in served.values():
         s.faults.stall_after_headers = 0
     code, _, err = cli(capsys, "-i", str(listing), "-d", str(dest), "-j", "16", "-q")
     assert code == 0, err
-    assert tree(dest) == expected({**done, **stalled})
+    assert files_under(dest) == expected({**done, **stalled})
     assert set(gets_of(rangeserver)) <= set(stalled)
 
 
@@ -887,21 +793,16 @@ def test_sigterm_mid_batch_exits_130_and_rerun_completes(
     all_files, served, listing = _throttled_batch(rangeserver, tmp_path)
     dest = tmp_path / "out"
     report = tmp_path / "r.jsonl"
-    proc = _start_batch(listing, dest, tmp_path, "-n", "2", "--report", str(report))
-    try:
-        # Two items in the journal: the first one's result has surely reached the report's
-        # writer (a finished request alone says nothing of the item's result yet).
-        _wait_until(lambda: len(_journal_ok_urls(dest)) >= 2, proc, "two items in the journal")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    proc = start_batch(listing, dest, tmp_path, "-n", "2", "--report", str(report))
+    # Two items in the journal: the first one's result has surely reached the report's
+    # writer (a finished request alone says nothing of the item's result yet).
+    err = signal_when(
+        proc, lambda: len(journal_ok_urls(dest)) >= 2, "two items in the journal", signal.SIGTERM
+    )
     assert proc.returncode == 130, err
     assert b"Traceback" not in err
     assert b"interrupted" in err
-    finished = _journal_ok_urls(dest)
+    finished = journal_ok_urls(dest)
     assert finished, "the journal was flushed on the way out"
     # The report holds whole rows, and an ok row means the file is in place.
     rows = report_rows(report)
@@ -915,6 +816,6 @@ def test_sigterm_mid_batch_exits_130_and_rerun_completes(
         s.faults.rate = None
     code, _, err2 = cli(capsys, "-i", str(listing), "-d", str(dest), "-j", "4", "-n", "2", "-q")
     assert code == 0, err2
-    assert tree(dest) == expected(all_files)
+    assert files_under(dest) == expected(all_files)
     refetched = {r.path for r in rangeserver.requests if r.method == "GET"}
     assert {s.url for s in served.values() if s.path in refetched} & finished == set()

@@ -13,12 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import NOW, payload
+from fakes import NOW
+from helpers import files_under, segdl_threads, small_files, wait_for
 from rangeserver import Faults, RangeHTTPServer, RequestRecord, pattern_bytes, serve_files
 
 import segdl.core.sink
@@ -37,38 +37,12 @@ DEADLINE = 10.0  # seconds; only ever reached when something is wrong
 # --- helpers --------------------------------------------------------------------------------------
 
 
-def small_files(count: int, *, prefix: str = "f", size: int = 3000) -> dict[str, bytes]:
-    return {f"/{prefix}{i:03d}.bin": payload(size + i, seed=i) for i in range(count)}
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` (the journal's folder left out), by relative path."""
-    out: dict[str, bytes] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if rel.parts[0] == ".segdl" or not path.is_file():
-            continue
-        out[rel.as_posix()] = path.read_bytes()
-    return out
-
-
 def finished(root: Path, files: dict[str, bytes]) -> dict[str, bytes]:
     """The files under `root` with their final names; each must hold the served bytes."""
-    got = {p: d for p, d in tree(root).items() if not p.endswith((".part", ".segdl"))}
+    got = {p: d for p, d in files_under(root).items() if not p.endswith((".part", ".segdl"))}
     for path, data in got.items():
         assert data == files["/" + path], path
     return got
-
-
-def segdl_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("segdl-")]
-
-
-def wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def threads_gone() -> None:
@@ -167,7 +141,7 @@ def test_closing_mid_transfer_stops_downloads_and_a_rerun_completes(
         s.faults.rate = None
     done = list(iter_download_many(urls, tmp_path, jobs=5, connections=2))
     assert {r.status for r in done} <= {"ok", "skipped"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
     assert thread_errors == []
 
 
@@ -226,7 +200,7 @@ def test_cancel_wakes_a_request_waiting_for_its_answer(
             pass
     helper.join()
     threads_gone()
-    assert tree(tmp_path) == {}
+    assert files_under(tmp_path) == {}
 
 
 def test_cancel_wakes_a_range_request_waiting_for_its_answer(
@@ -307,7 +281,7 @@ def test_sigint_stops_a_batch_at_once_and_a_rerun_completes(
     for s in served.values():
         s.faults.rate = None
     assert main(["-i", str(listing), "-d", str(dest), "-j", "4", "-n", "2", "-q"]) == 0
-    assert tree(dest) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(dest) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 # --- a full disk stops the batch ------------------------------------------------------------------
@@ -371,7 +345,7 @@ def test_full_disk_stops_the_batch_and_a_rerun_completes(
     rangeserver.reset_stats()
     again = list(iter_download_many(urls, tmp_path, jobs=4))
     assert {r.status for r in again} <= {"ok", "skipped"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
     assert not {r.path for r in rangeserver.requests} & {u.split("/", 3)[3] for u in done}
 
 
@@ -404,7 +378,7 @@ def test_full_disk_under_the_journal_stops_the_batch(
     monkeypatch.setattr(Journal, "record_ok", real)
     again = list(iter_download_many(urls, tmp_path, jobs=4))
     assert {r.status for r in again} <= {"ok", "skipped"}
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 def test_cli_full_disk_prints_one_line_and_the_summary(
@@ -431,7 +405,7 @@ def test_cli_full_disk_prints_one_line_and_the_summary(
     threads_gone()
     monkeypatch.setattr(segdl.core.sink, "_pwrite", full._real)
     assert main(["-i", str(listing), "-d", str(dest), "-j", "4", "-q"]) == 0
-    assert tree(dest) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(dest) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 def test_a_file_larger_than_the_free_space_fails_alone(
@@ -455,7 +429,7 @@ def test_a_file_larger_than_the_free_space_fails_alone(
     assert big.error is not None and "not enough free space" in big.error
     assert {r.status for r in results.values()} == {"ok"}
     del files["/big.bin"]
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files.items()}
 
 
 # --- a paused host never holds up another host's items --------------------------------------------
@@ -500,7 +474,7 @@ def test_items_of_a_paused_host_wait_without_holding_a_driver(
         watchdog.cancel()
     threads_gone()
     assert done == b_urls
-    assert tree(tmp_path) == {p.lstrip("/"): d for p, d in files_b.items()}
+    assert files_under(tmp_path) == {p.lstrip("/"): d for p, d in files_b.items()}
     # A saw the requests under way when it first answered 429, not one per item or retry.
     assert 1 <= len(rangeserver.requests) <= min(jobs, per_host)
 

@@ -15,14 +15,14 @@ import json
 import os
 import signal
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fakes import payload
+from helpers import files_under, wait_for
 from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_files
 
 from segdl.api import Listener, download_many
@@ -43,18 +43,6 @@ DEADLINE = 60.0  # seconds: a hang guard, never a timing assertion
 # --- helpers --------------------------------------------------------------------------------
 
 
-def tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` (segdl's own folder left out), by relative path."""
-    out: dict[str, bytes] = {}
-    for folder, dirs, files in os.walk(root):
-        if Path(folder) == root and ".segdl" in dirs:
-            dirs.remove(".segdl")  # (its trash may be being deleted meanwhile)
-        for name in files:
-            path = Path(folder) / name
-            out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return dict(sorted(out.items()))
-
-
 def by_index(results: list[ItemResult]) -> dict[int, ItemResult]:
     indexed = {r.index: r for r in results}
     assert len(indexed) == len(results), "two results for one item"
@@ -69,13 +57,6 @@ def gets(*servers: RangeHTTPServer) -> Counter[str]:
             if record.method == "GET":
                 count[f"http://{server.host}:{server.port}{record.path}"] += 1
     return count
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def shard_of(directory: Path) -> dict[str, str]:
@@ -250,10 +231,10 @@ def test_same_files_and_results_as_a_local_batch(
         )
     )
 
-    assert tree(tmp_path / "cluster") == tree(tmp_path / "local")
-    assert tree(tmp_path / "cluster")["big/big.bin"] == big.data
+    assert files_under(tmp_path / "cluster") == files_under(tmp_path / "local")
+    assert files_under(tmp_path / "cluster")["big/big.bin"] == big.data
     for url, data in files.items():
-        assert data in tree(tmp_path / "cluster").values(), url
+        assert data in files_under(tmp_path / "cluster").values(), url
 
     def summary(results: list[ItemResult], root: Path) -> dict[int, tuple[Any, ...]]:
         return {
@@ -332,13 +313,13 @@ def test_a_worker_killed_mid_run_changes_nothing(
     # An item whose file was renamed into place just before the kill, but not yet journaled,
     # is found on disk by the new attempt: skipped, as after a local kill -9.
     assert {r.status for r in results} <= {"ok", "skipped"}, [r.error for r in results]
-    assert tree(dest) == {url.rsplit("/", 1)[1]: data for url, data in files.items()}
+    assert files_under(dest) == {url.rsplit("/", 1)[1]: data for url, data in files.items()}
     # Only items of the shard that was running on the dead worker were fetched again.
     shards = shard_of(dest)
     in_flight = {key.split("-", 1)[1].rsplit("-", 1)[0] for key in victim}
     again = {url for url, n in gets(rangeserver, rangeserver2).items() if n > 1}
     assert {shards[url] for url in again} <= in_flight
-    assert not [name for name in tree(dest) if name.endswith(".part")]
+    assert not [name for name in files_under(dest) if name.endswith(".part")]
 
 
 def test_a_shard_that_keeps_killing_workers_fails_alone(
@@ -382,7 +363,7 @@ def test_a_shard_that_keeps_killing_workers_fails_alone(
             assert results[index].status == "failed"
             assert "the workers running it died" in (results[index].error or "")
     # As after a local kill -9, the dead attempts may leave `.part` files, never a final name.
-    done = {name: data for name, data in tree(dest).items() if not name.endswith(".part")}
+    done = {name: data for name, data in files_under(dest).items() if not name.endswith(".part")}
     assert done == {p[1:]: data for p, data in good.items()}
     # The same command again, the poison gone: only that shard runs, and it completes.
     for s in poison.values():
@@ -391,7 +372,7 @@ def test_a_shard_that_keeps_killing_workers_fails_alone(
     again = list(iter_download_cluster(urls, dest, client=ready, shard_size=4, jobs=4))
     assert {r.status for r in again} == {"ok", "skipped"}
     assert not gets(rangeserver)
-    assert tree(dest) == {p[1:]: s.data for p, s in {**served, **poison}.items()}
+    assert files_under(dest) == {p[1:]: s.data for p, s in {**served, **poison}.items()}
 
 
 def test_rerun_skips_finished_shards_and_refetches_only_what_is_missing(
@@ -412,7 +393,7 @@ def test_rerun_skips_finished_shards_and_refetches_only_what_is_missing(
     third = by_index(list(iter_download_cluster(list(files), dest, client=ready, shard_size=4)))
     assert gets(rangeserver, rangeserver2) == Counter({lost: 1})  # the journal skips the rest
     assert third[0].status == "ok"
-    assert tree(dest) == {url.rsplit("/", 1)[1]: data for url, data in files.items()}
+    assert files_under(dest) == {url.rsplit("/", 1)[1]: data for url, data in files.items()}
 
 
 def test_two_hosts_one_destination_across_shards(
@@ -497,5 +478,5 @@ def test_a_worker_that_cannot_see_the_directory_fails_the_run(
     finally:
         ready.run(show)
     assert not gets(rangeserver)
-    assert tree(tmp_path / "out") == {}
+    assert files_under(tmp_path / "out") == {}
     assert issubclass(DirectoryNotShared, ClusterError)

@@ -6,57 +6,22 @@ processes; waits poll a condition with a deadline, never a sleep for timing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fakes import payload
+from helpers import cli, files_under, subprocess_env, wait_for
 from rangeserver import Faults, RangeHTTPServer, serve_files
-
-from segdl.cli import main
 
 distributed = pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")  # a dependency of distributed
 
 DEADLINE = 60.0  # seconds: a hang guard, never a timing assertion
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main([*argv])
-    except SystemExit as exc:  # argparse errors
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` (segdl's own folder left out), by relative path."""
-    out: dict[str, bytes] = {}
-    for folder, dirs, files in os.walk(root):
-        if Path(folder) == root and ".segdl" in dirs:
-            dirs.remove(".segdl")  # (its trash may be being deleted meanwhile)
-        for name in files:
-            path = Path(folder) / name
-            out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return dict(sorted(out.items()))
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "NO_PROXY": "*"}
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def two_hosts(
@@ -167,7 +132,9 @@ def test_driver_killed_then_run_again_does_only_unfinished_shards(
     listing.write_text("".join(f"{url}\n" for url in files))
     dest = tmp_path / "out"
     argv = segdl(listing, dest, "--dask", "local:2", "--shard-size", "3", "-j", "2")
-    proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     children: list[psutil.Process] = []
     try:
         wait_for(lambda: bool(marked(dest)) or proc.poll() is not None, "a finished shard")
@@ -192,10 +159,12 @@ def test_driver_killed_then_run_again_does_only_unfinished_shards(
     for server in (rangeserver, rangeserver2):
         for served in server.files:
             served.faults.rate = None
-    again = subprocess.run(argv, env=env(), capture_output=True, text=True, timeout=DEADLINE)
+    again = subprocess.run(
+        argv, env=subprocess_env(), capture_output=True, text=True, timeout=DEADLINE
+    )
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""
-    assert tree(dest) == by_name(files)
+    assert files_under(dest) == by_name(files)
     assert gets(rangeserver, rangeserver2) & done_before == set()
     assert gets(rangeserver, rangeserver2)  # the unfinished ones were fetched
 
@@ -213,7 +182,7 @@ def dask_cluster(tmp_path: Path) -> Iterator[Path]:
             [*dask, *argv, *common],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env=env(),
+            env=subprocess_env(),
         )
 
     procs = [start("scheduler", "--port", "0")]
@@ -247,7 +216,7 @@ def test_scheduler_file_and_two_dask_workers(
     argv = segdl(listing, dest, "--dask-scheduler-file", str(dask_cluster), "--shard-size", "3")
     proc = subprocess.run(
         [*argv, "--report", str(report), "--per-host", "2"],
-        env=env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -257,7 +226,7 @@ def test_scheduler_file_and_two_dask_workers(
     assert proc.stderr.splitlines() == [
         "segdl: failed: #20 line 21: unsupported URL scheme 'ftp' in 'ftp://nope/x'"
     ]
-    assert tree(dest) == by_name(files)
+    assert files_under(dest) == by_name(files)
     rows = [json.loads(line) for line in report.read_text().splitlines()]
     assert sorted(r["index"] for r in rows) == list(range(21))
     assert sorted(r["status"] for r in rows).count("ok") == 20

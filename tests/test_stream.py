@@ -17,13 +17,13 @@ import socket
 import sys
 import tarfile
 import threading
-import time
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator
 
 import pytest
 from fakes import fast_clock, payload
+from helpers import wait_for
 from rangeserver import (
     Faults,
     RangeHTTPServer,
@@ -61,16 +61,6 @@ def segdl_threads() -> set[threading.Thread]:
 
 def new_threads(baseline: set[threading.Thread]) -> list[str]:
     return sorted(t.name for t in segdl_threads() - baseline if t.is_alive())
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = HANG_GUARD) -> bool:
-    """Poll `condition` until it holds or `timeout` passes (a hang guard, not a timing test)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def range_start(record: RequestRecord) -> int | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from fakes import payload
+from helpers import one_line_error
 from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_file
 
 KiB = 1 << 10
@@ -54,15 +55,6 @@ def run_segdl(*args: str) -> subprocess.CompletedProcess[bytes]:
         timeout=HANG_GUARD,
         check=False,
     )
-
-
-def one_line_error(stderr: bytes) -> str:
-    text = stderr.decode()
-    assert "Traceback" not in text, text
-    lines = text.strip().splitlines()
-    assert len(lines) == 1, text
-    assert lines[0].startswith("segdl: error:"), lines[0]
-    return lines[0]
 
 
 # --- a real pipe into another process -------------------------------------------------------

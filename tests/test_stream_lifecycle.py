@@ -14,15 +14,15 @@ import io
 import os
 import sys
 import threading
-import time
 import warnings
 import weakref
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fakes import fast_clock
+from helpers import wait_for
 from rangeserver import Faults, RangeHTTPServer, pattern_bytes, serve_file
 
 import segdl
@@ -59,16 +59,6 @@ def open_sockets() -> int:
         with contextlib.suppress(OSError):  # gone meanwhile
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
     return count
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = HANG_GUARD) -> bool:
-    """Poll `condition` until it holds or `timeout` passes (a hang guard, not a timing test)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 class Leaks:

@@ -15,29 +15,12 @@ from pathlib import Path
 
 import pytest
 from fakes import payload
+from helpers import cli, one_line_error
 from rangeserver import Faults, RangeHTTPServer, serve_file, serve_files
 
 from segdl.cli import main
 from segdl.cli.batch import batch_options
 from segdl.cli.parser import build_parser
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run `segdl ARGV` in this process: (exit code, stdout, stderr)."""
-    try:
-        code = main([*argv])
-    except SystemExit as exc:  # argparse errors
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(err: str) -> str:
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "error:" in lines[0], lines[0]
-    return lines[0]
 
 
 def stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
