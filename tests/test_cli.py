@@ -27,7 +27,7 @@ def segdl(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedPro
     )
 
 
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+def only_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -41,7 +41,7 @@ def test_download_with_summary(httpserver: RangeHTTPServer, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "file.bin").read_bytes() == data
     assert proc.stdout == ""
-    summary = one_line_error(proc)  # not a progress bar: stderr is not a terminal
+    summary = only_line(proc)  # not a progress bar: stderr is not a terminal
     assert (
         "file.bin" in summary and "3.0 MiB" in summary and "3 connections" in summary
     )  # 3 MiB at 1 MiB per range
@@ -85,7 +85,7 @@ def test_dir_is_created_and_headers_are_sent(httpserver: RangeHTTPServer, tmp_pa
 def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], needle: str) -> None:
     proc = segdl("http://127.0.0.1:9/f", *args, cwd=tmp_path)
     assert proc.returncode == 2
-    assert needle in one_line_error(proc)
+    assert needle in only_line(proc)
     assert os.listdir(tmp_path) == []
 
 
@@ -93,21 +93,21 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], need
 def test_bad_url_exits_2(tmp_path: Path, url: str) -> None:
     proc = segdl(url, cwd=tmp_path)
     assert proc.returncode == 2
-    assert "URL" in one_line_error(proc)
+    assert "URL" in only_line(proc)
 
 
 def test_http_error_exits_1_and_leaves_nothing(httpserver: RangeHTTPServer, tmp_path: Path) -> None:
     httpserver.expect_request("/missing").respond_with_data("not here", status=404)
     proc = segdl(httpserver.url_for("/missing"), "--retries", "0", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "404" in one_line_error(proc)
+    assert "404" in only_line(proc)
     assert os.listdir(tmp_path) == []
 
 
 def test_connection_refused_exits_1(tmp_path: Path) -> None:
     proc = segdl("http://127.0.0.1:9/f", "--retries", "0", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "connection" in one_line_error(proc).lower()
+    assert "connection" in only_line(proc).lower()
     assert os.listdir(tmp_path) == []
 
 
@@ -118,7 +118,7 @@ def test_existing_file_is_not_destroyed(httpserver: RangeHTTPServer, tmp_path: P
     mine.write_bytes(b"my precious")
     proc = segdl(served.url, cwd=tmp_path)
     assert proc.returncode == 1
-    assert "--overwrite" in one_line_error(proc)
+    assert "--overwrite" in only_line(proc)
     assert mine.read_bytes() == b"my precious"
     assert served.gets() == []
 
@@ -138,7 +138,7 @@ def test_destination_that_is_a_directory_fails(httpserver: RangeHTTPServer, tmp_
     (tmp_path / "d").mkdir()
     proc = segdl(served.url, "-o", "d", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "is a directory" in one_line_error(proc)
+    assert "is a directory" in only_line(proc)
 
 
 def test_destination_under_a_regular_file_fails(
@@ -148,10 +148,10 @@ def test_destination_under_a_regular_file_fails(
     (tmp_path / "plain").write_text("x")
     proc = segdl(served.url, "-o", "plain/f", cwd=tmp_path)
     assert proc.returncode == 1
-    one_line_error(proc)
+    only_line(proc)
     proc = segdl(served.url, "-d", "plain", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "not a directory" in one_line_error(proc)
+    assert "not a directory" in only_line(proc)
     assert (tmp_path / "plain").read_text() == "x"
 
 

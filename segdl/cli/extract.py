@@ -26,7 +26,6 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from ..api import Listener
 from ..archive.remote import ExtractListener, RemoteExtractResult, extract, extract_file
 from ..archive.safety import Limits
 from ..bars import TqdmListener
@@ -37,7 +36,15 @@ from ..core.sink import destination_error
 from ..core.units import human_size, plural
 from ..core.verify import Checksum
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, after_bar, matched
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Warnings,
+    after_bar,
+    matched,
+)
 
 # The longest first: ".tar.gz" before ".gz".
 ARCHIVE_SUFFIXES = (
@@ -265,14 +272,6 @@ class ExtractBar(TqdmListener, ExtractListener):
         with self._lock:
             done = self._bar.n if self._bar is not None else 0
             super().finish(done)
-
-
-class Warnings(Listener):
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-
-    def warning(self, message: str) -> None:
-        print(f"segdl: warning: {message}", file=self.stream)
 
 
 def summary(result: RemoteExtractResult) -> str:
