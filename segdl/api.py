@@ -20,11 +20,12 @@ from .batch.run import BatchOptions, BatchResults, run_batch
 from .batch.template import DEFAULT, Template
 from .core.clock import Clock
 from .core.events import TransferListener
-from .core.http.transport import Transport, check_url
+from .core.http.transport import Transport
 from .core.naming import MAX_NAME_BYTES, derive_filename
 from .core.options import Options, parse_accept
 from .core.probe import RemoteInfo
 from .core.sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
+from .core.urls import check_url
 from .core.verify import Checksum
 from .errors import DestinationError, InvalidURLError, UsageError
 from .file import Engine, Result, free_name

@@ -142,7 +142,7 @@ class Engine:
         self._warned: set[str] = set()
         self._count_lock = threading.Lock()
         self._fetched = 0
-        self._host: HostKey = ("", "", 0)  # the host of the ranges (set with the job)
+        self._host: HostKey = HostKey("", "", 0)  # the host of the ranges (set with the job)
         # The first GET of a batch item: its open body and the slot it holds, until used.
         self._first: Body | None = None
         self._first_slot: HostKey | None = None

@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..core.events import StartInfo, TransferListener
-from ..core.http.transport import Transport, check_url
+from ..core.http.transport import Transport
 from ..core.options import Options
 from ..core.probe import RemoteInfo, probe_remote
 from ..core.retry import RetryPolicy, wait_before_retry
 from ..core.sink import NOFOLLOW, destination_error
+from ..core.urls import check_url
 from ..core.verify import Checksum, server_digest
 from ..errors import (
     DestinationError,

@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, cast
 
-from ..core.http.transport import check_url
+from ..core.urls import check_url
 from ..errors import InvalidURLError, UsageError
 from .template import TemplateError, safe_relative
 

@@ -38,8 +38,9 @@ from ..core.naming import MAX_NAME_BYTES, derive_filename
 from ..core.options import Options
 from ..core.probe import RemoteInfo
 from ..core.retry import RetryPolicy
-from ..core.scheduler import HostKey, Scheduler, host_key
+from ..core.scheduler import Scheduler
 from ..core.sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
+from ..core.urls import Origin, origin
 from ..errors import (
     ConnectError,
     DestinationError,
@@ -90,7 +91,7 @@ class _Item:
     record: Record
     key: str  # the journal's identity: the URL and what names the destination
     relative: PurePosixPath | None  # known before any request, else None (needs the name)
-    host: HostKey  # of the URL tried next
+    host: Origin  # of the URL tried next
     template: Template  # names the file once the first answer tells the remote's name
     # What a fetch learnt, kept when a paused host puts the item back (see `Requeue`).
     mirror: int = 0  # the URL to try next
@@ -161,10 +162,10 @@ class _Lookahead:
     """Items read ahead, queued by host; drivers take from the least busy host first, and never
     from a host paused by a 429/503 (a driver would only wait there while others have work)."""
 
-    def __init__(self, limit: int, load: Callable[[HostKey], tuple[int, int, float]]) -> None:
+    def __init__(self, limit: int, load: Callable[[Origin], tuple[int, int, float]]) -> None:
         self._limit = limit
         self._load = load
-        self._hosts: dict[HostKey, deque[_Item]] = {}
+        self._hosts: dict[Origin, deque[_Item]] = {}
         self._count = 0
         self._ended = False
         lock = threading.Lock()
@@ -209,7 +210,7 @@ class _Lookahead:
             while True:
                 if stop.is_set() or (self._ended and not self._count):
                     return None
-                best: HostKey | None = None
+                best: Origin | None = None
                 best_room = 0.0
                 wait = _TICK
                 for host in self._hosts:
@@ -283,8 +284,8 @@ class Batch:
         self._engines: set[Engine] = set()
         self._engines_lock = threading.Lock()
         self._done_bytes = 0  # bytes of the items finished
-        self._dead: dict[HostKey, str] = {}  # hosts that never answered: their items fail fast
-        self._alive: set[HostKey] = set()
+        self._dead: dict[Origin, str] = {}  # hosts that never answered: their items fail fast
+        self._alive: set[Origin] = set()
         self._made: set[Path] = set()  # folders already created (bounded)
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.total: int | None = None  # items in the input, once the feeder has read them all
@@ -438,7 +439,7 @@ class Batch:
                     ItemResult(record.index, entry.url, path, "skipped", size=entry.size or 0)
                 )
                 return None
-        item = _Item(record, key, relative, host_key(url), template)
+        item = _Item(record, key, relative, origin(url), template)
         if relative is None:
             # Named by the answer: the same URL and fields twice would name the same file.
             holder = claims.claim(f"\0{key}", url, record.index)
@@ -507,7 +508,7 @@ class Batch:
         path = item.path or path
         while item.mirror < len(record.urls):
             url = record.urls[item.mirror]
-            host = host_key(url)
+            host = origin(url)
             if host in self._dead:
                 item.errors.append(_item_error(record, url, self._dead[host]))
                 item.mirror += 1
@@ -601,7 +602,7 @@ class Batch:
             error,
         )
 
-    def _note_host(self, host: HostKey, exc: SegdlError) -> None:
+    def _note_host(self, host: Origin, exc: SegdlError) -> None:
         """A host that never answered and refused a whole retry budget is dead for this run:
         its other items fail at once instead of each waiting out the same budget."""
         unreachable = isinstance(exc, ConnectError) and not isinstance(exc, TLSError)

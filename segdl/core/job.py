@@ -67,7 +67,7 @@ class Job:
         part: PartFile,
         segments: list[Segment],
         *,
-        host: HostKey = ("", "", 0),
+        host: HostKey = HostKey("", "", 0),
         max_workers: int = 1,
         min_split: int = 1,
         work: Work | None = None,

@@ -39,6 +39,7 @@ from ...errors import (
     TLSError,
     TruncatedError,
 )
+from ..urls import Origin, origin
 from .lean import Connections, LeanResponse, connect_error
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -49,50 +50,9 @@ Response: TypeAlias = requests.Response | LeanResponse
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-def check_url(url: str) -> str:
-    """Return `url` if it is an absolute http(s) URL with a host, else raise InvalidURLError."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidURLError(f"invalid URL {url!r}: {exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidURLError(
-            f"unsupported URL scheme {parts.scheme or '(none)'!r} in {url!r}{_did_you_mean(url)}"
-        )
-    if not parts.hostname:
-        raise InvalidURLError(f"URL has no host: {url!r}")
-    return url
-
-
-def _did_you_mean(url: str) -> str:
-    """A hint for a URL written without its scheme (``host:port/path``), else ""."""
-    if "://" in url or not ("/" in url or ":" in url):
-        return ""
-    guess = "http://" + url
-    try:
-        parts = urlsplit(guess)
-        parts.port  # noqa: B018 - raises ValueError on a bad port ("mailto:x")
-    except ValueError:
-        return ""
-    host = parts.hostname or ""
-    # A dotted name, an address or localhost: not a word before a colon ("c:/x", "urn:x").
-    if "." not in host and ":" not in host and host != "localhost":
-        return ""
-    return f"; did you mean {guess}?"
-
-
 def silence_insecure_warnings() -> None:
     """For the CLI, which prints its own one-line warning for --insecure instead."""
     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """The (scheme, host, port) triple that decides whether credentials may be sent to `url`."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
 
 
 @dataclass(frozen=True)
@@ -356,7 +316,7 @@ class Sessions:
         self._closed = False
         # Origins that answered a request of this run: the retry policy is patient with them
         # (see `ConnectError.answered_before`).
-        self._answered: set[tuple[str, str, int]] = set()
+        self._answered: set[Origin] = set()
 
     @contextmanager
     def requesting(self, url: str) -> Iterator[None]:
