@@ -18,6 +18,10 @@ class Origin(NamedTuple):
     port: int
 
 
+# The host of a job whose host is not known yet (no URL answered).
+NO_ORIGIN = Origin("", "", 0)
+
+
 def origin(url: str) -> Origin:
     """The origin of `url`: what a per-host cap counts, what a kept-alive connection can be
     reused for, and what decides whether user headers (credentials) may be sent to it."""

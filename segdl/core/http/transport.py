@@ -39,6 +39,7 @@ from ...errors import (
     TLSError,
     TruncatedError,
 )
+from ..options import Options
 from ..urls import Origin, origin
 from .lean import Connections, LeanResponse, connect_error
 
@@ -95,20 +96,6 @@ def strong_etag(value: str | None) -> str | None:
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
         return value
     return None
-
-
-@dataclass(frozen=True)
-class TransportOptions:
-    """How to talk HTTP: user headers, timeouts, TLS, redirects and proxies."""
-
-    headers: tuple[tuple[str, str], ...] = ()
-    connect_timeout: float = 15.0
-    read_timeout: float = 30.0
-    verify: bool | str = True
-    max_redirects: int = 10
-    location_trusted: bool = False
-    allow_downgrade: bool = False
-    trust_env: bool = True
 
 
 def translate(exc: BaseException, url: str | None = None) -> SegdlError:
@@ -306,7 +293,7 @@ class Sessions:
     shared by every file a run fetches, so that a thread reuses its kept-alive connections
     from one file to the next."""
 
-    def __init__(self, options: TransportOptions, *, hosts: int = 1) -> None:
+    def __init__(self, options: Options, *, hosts: int = 1) -> None:
         self.options = options
         self.hosts = hosts  # host pools each session keeps (a batch fetches from many hosts)
         self._local = threading.local()
@@ -340,7 +327,7 @@ class Sessions:
                 self._lean = Connections(
                     verify=self.options.verify,
                     connect_timeout=self.options.connect_timeout,
-                    read_timeout=self.options.read_timeout,
+                    read_timeout=self.options.timeout,
                     trust_env=self.options.trust_env,
                 )
             return self._lean
@@ -394,7 +381,7 @@ class Transport:
     """Redirects and validated requests for one remote file, over a run's sessions."""
 
     url: str  # the URL the user gave: its origin decides where user headers may go
-    options: TransportOptions = field(default_factory=TransportOptions)
+    options: Options = field(default_factory=Options)
     sessions: Sessions | None = None  # shared by a run; None: this transport's own
 
     def __post_init__(self) -> None:
@@ -466,7 +453,7 @@ class Transport:
                         headers=headers,
                         stream=True,
                         allow_redirects=False,
-                        timeout=(self.options.connect_timeout, self.options.read_timeout),
+                        timeout=(self.options.connect_timeout, self.options.timeout),
                         # Per request: a Session's own verify loses to REQUESTS_CA_BUNDLE and
                         # CURL_CA_BUNDLE from the environment (psf/requests#3829).
                         verify=self.options.verify,
