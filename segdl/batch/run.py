@@ -162,6 +162,15 @@ class Claims:
             self._db.execute("INSERT INTO claims VALUES (?, ?, ?)", (path, url, index))
             return None
 
+    def claim_item(self, key: str, record: Record) -> ItemResult | None:
+        """Claims the journal `key` of an item named by its answer (the same URL and fields
+        twice would name the same file): None when free, else the duplicate's result."""
+        url = record.urls[0]
+        holder = self.claim(f"\0{key}", url, record.index)
+        if holder is None:
+            return None
+        return ItemResult(record.index, url, None, "skipped", error=f"same item as {holder[1]}")
+
     def paths(self) -> list[tuple[str, str, int]]:
         """(path, url, item) of every destination claimed so far (not the items' keys)."""
         with self._lock:
@@ -477,14 +486,9 @@ class Batch:
                 return None
         item = _Item(record, key, relative, origin(url), template)
         if relative is None:
-            # Named by the answer: the same URL and fields twice would name the same file.
-            holder = claims.claim(f"\0{key}", url, record.index)
-            if holder is not None:
-                self._put(
-                    ItemResult(
-                        record.index, url, None, "skipped", error=f"same item as {holder[1]}"
-                    )
-                )
+            duplicate = claims.claim_item(key, record)
+            if duplicate is not None:
+                self._put(duplicate)
                 return None
         else:
             refused = self._claim(item, relative, claims)

@@ -126,10 +126,7 @@ class Feeder(threading.Thread):
         except TemplateError as exc:
             return ItemResult(record.index, url, None, "failed", error=f"{record.where}: {exc}")
         if relative is None:
-            holder = claims.claim(f"\0{key}", url, record.index)
-            if holder is None:
-                return None
-            return ItemResult(record.index, url, None, "skipped", error=f"same item as {holder[1]}")
+            return claims.claim_item(key, record)
         holder = claims.claim(relative.as_posix(), url, record.index)
         return refusal(holder, record, relative, self.directory)
 
