@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..core.destination import Target
+from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
 from ..core.http.transport import Transport
 from ..core.options import Options, options_from
@@ -157,7 +157,7 @@ def extract(
     keep = _keep_target(keep_archive)
     # What an earlier run of the same extraction kept there may be replaced.
     replace_keep = bool(overwrite) or (previous is not None and previous.archive == str(keep))
-    if keep is not None and (keep.exists() or keep.is_symlink()) and not replace_keep:
+    if keep is not None and taken(keep) and not replace_keep:
         raise DestinationError(f"{keep} already exists (use --overwrite to replace it)")
     plan = _Plan(
         dest=dest,
