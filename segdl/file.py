@@ -24,6 +24,7 @@ from pathlib import Path
 from .core import plan, state
 from .core.clock import Clock, page_buffer, thread_buffer
 from .core.control import Control
+from .core.destination import Target, settle
 from .core.events import StartInfo, TransferListener
 from .core.http.transport import Body, Transport
 from .core.job import Job, Segment, Stop
@@ -32,9 +33,9 @@ from .core.probe import RemoteInfo, info_from_first, probe_remote
 from .core.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
 from .core.scheduler import Halted, HostKey, Paused, Scheduler, host_key
 from .core.sink import ALIGN, PartFile, companions, direct_io_suitable, free_space
+from .core.urls import NO_ORIGIN
 from .core.verify import Checksum, file_digest, server_digest
 from .errors import (
-    DestinationError,
     HTTPStatusError,
     InsufficientSpaceError,
     IntegrityError,
@@ -60,26 +61,43 @@ _PIECES_PER_CONNECTION = 4
 _ALLOCATE_MIN = 1 << 20
 
 
-def free_name(path: Path, reserve: Callable[[Path], bool] | None = None) -> Path:
-    """`name.1.ext`, `name.2.ext`, ...: the first name that is free, with its companions.
+def download_file(
+    url: str,
+    target: Target,
+    options: Options,
+    listener: TransferListener,
+    *,
+    cancel: threading.Event | None = None,
+    clock: Clock | None = None,
+) -> Result:
+    """One file from `url` to `target`, its if-exists policy applied once the first answer
+    names it: what `segdl.download` runs, and what an archive downloaded first runs."""
+    transport = Transport(url, options)
+    engine = Engine(transport, options, listener, cancel=cancel, clock=clock)
+    try:
+        info = engine.probe(url)
+        wanted = target.path(info)
+        final = settle(wanted, options.if_exists)
+        if final is None:
+            return _skipped(wanted, info)
+        return engine.run(info, final)
+    finally:
+        transport.close()
 
-    `reserve`, when given, must also accept the name (a batch claims it there, so that two
-    items renaming at once never pick the same one).
-    """
-    stem, dot, ext = path.name.rpartition(".")
-    if not stem:
-        stem, dot, ext = path.name, "", ""
-    for i in range(1, 10000):
-        candidate = path.with_name(f"{stem}.{i}{dot}{ext}")
-        if _taken(candidate) or any(_taken(c) for c in companions(candidate)):
-            continue
-        if reserve is None or reserve(candidate):
-            return candidate
-    raise DestinationError(f"no free name next to {path}")
 
-
-def _taken(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
+def _skipped(path: Path, info: RemoteInfo) -> Result:
+    return Result(
+        path=path,
+        url=info.url,
+        final_url=info.final_url,
+        size=path.stat().st_size if path.exists() else 0,
+        elapsed=0.0,
+        connections=0,
+        fetched=0,
+        resumed=0,
+        segmented=False,
+        skipped=True,
+    )
 
 
 class Requeue(Exception):
@@ -142,7 +160,7 @@ class Engine:
         self._warned: set[str] = set()
         self._count_lock = threading.Lock()
         self._fetched = 0
-        self._host: HostKey = ("", "", 0)  # the host of the ranges (set with the job)
+        self._host: HostKey = NO_ORIGIN  # the host of the ranges (set with the job)
         # The first GET of a batch item: its open body and the slot it holds, until used.
         self._first: Body | None = None
         self._first_slot: HostKey | None = None

@@ -6,9 +6,17 @@ from typing import Any
 
 import pytest
 
-from segdl.core.http.transport import TransportOptions
-from segdl.core.options import IF_EXISTS, MAX_CONNECTIONS, Options, parse_header, parse_size
+from segdl.core.http.transport import Transport
+from segdl.core.options import (
+    IF_EXISTS,
+    MAX_CONNECTIONS,
+    Options,
+    options_from,
+    parse_header,
+    parse_size,
+)
 from segdl.core.plan import MIN_SPLIT_DEFAULT
+from segdl.core.verify import Checksum
 from segdl.errors import UsageError
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -161,24 +169,38 @@ def test_options_is_frozen() -> None:
         options.connections = 3  # type: ignore[misc]
 
 
-def test_options_transport() -> None:
-    options = Options(
+def test_the_transport_reads_the_one_options_object() -> None:
+    """No second copy of the HTTP defaults: the transport takes them from `Options`."""
+    options = Options(headers=(("X-A", "1"),), timeout=7.0, max_redirects=3, trust_env=False)
+    transport = Transport("http://example.com/", options)
+    try:
+        assert transport.options is options
+        assert Transport("http://example.com/").options == Options()
+    finally:
+        transport.close()
+
+
+def test_options_from_takes_a_public_functions_option_arguments() -> None:
+    def public(
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 7.0,
+        checksum: str | None = None,
+        accept: str | None = None,
+        verify: bool | str = True,
+        listener: object = None,
+    ) -> Options:
+        return options_from(locals(), sync_each_file=False)
+
+    digest = "sha256=" + "ab" * 32
+    options = public("http://x/", headers={"X-A": "1"}, checksum=digest, accept="image/*")
+    assert options == Options(
         headers=(("X-A", "1"),),
-        connect_timeout=2.0,
         timeout=7.0,
-        verify="/tmp/ca.pem",
-        max_redirects=3,
-        location_trusted=True,
-        allow_downgrade=True,
-        trust_env=False,
+        checksum=Checksum.parse(digest),
+        accept=("image/*",),
+        sync_each_file=False,
     )
-    assert options.transport() == TransportOptions(
-        headers=(("X-A", "1"),),
-        connect_timeout=2.0,
-        read_timeout=7.0,
-        verify="/tmp/ca.pem",
-        max_redirects=3,
-        location_trusted=True,
-        allow_downgrade=True,
-        trust_env=False,
-    )
+    with pytest.raises(UsageError, match="CA certificate file not found"):
+        public("http://x/", verify="/nonexistent/ca.pem")

@@ -40,12 +40,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
-from ..core.http.transport import Transport, check_url
-from ..core.options import Options
+from ..core.http.transport import Transport
+from ..core.options import Options, options_from
 from ..core.probe import RemoteInfo, probe_remote
 from ..core.retry import RetryPolicy, wait_before_retry
 from ..core.sink import NOFOLLOW, destination_error
+from ..core.urls import check_url
 from ..core.verify import Checksum, server_digest
 from ..errors import (
     DestinationError,
@@ -56,6 +58,7 @@ from ..errors import (
     TruncatedError,
     UsageError,
 )
+from ..file import download_file
 from ..stream import WINDOW_DEFAULT, RemoteFile
 from . import record
 from .detect import DETECT_SIZE, detect_format
@@ -148,26 +151,13 @@ def extract(
     check_url(url)
     if window < MIN_WINDOW:
         raise UsageError(f"the window must be at least {MIN_WINDOW} bytes")
-    options = _http_options(
-        connections=connections,
-        min_split=min_split,
-        headers=headers,
-        timeout=timeout,
-        connect_timeout=connect_timeout,
-        retries=retries,
-        verify=verify,
-        max_redirects=max_redirects,
-        location_trusted=location_trusted,
-        allow_downgrade=allow_downgrade,
-        trust_env=trust_env,
-        checksum=checksum,
-    )
+    options = options_from(locals())
     dest, selection, strip = Path(directory), _patterns(include), _strip(strip_components)
     previous = None if overwrite else record.load(dest, url, selection, strip)
     keep = _keep_target(keep_archive)
     # What an earlier run of the same extraction kept there may be replaced.
     replace_keep = bool(overwrite) or (previous is not None and previous.archive == str(keep))
-    if keep is not None and (keep.exists() or keep.is_symlink()) and not replace_keep:
+    if keep is not None and taken(keep) and not replace_keep:
         raise DestinationError(f"{keep} already exists (use --overwrite to replace it)")
     plan = _Plan(
         dest=dest,
@@ -181,19 +171,7 @@ def extract(
         window=window,
         previous=previous,
     )
-    http = {
-        "min_split": min_split,
-        "headers": options.headers,
-        "timeout": timeout,
-        "connect_timeout": connect_timeout,
-        "retries": retries,
-        "verify": verify,
-        "max_redirects": max_redirects,
-        "location_trusted": location_trusted,
-        "allow_downgrade": allow_downgrade,
-        "trust_env": trust_env,
-    }
-    return _Job(url, plan, options, http).run()
+    return _Job(url, plan, options).run()
 
 
 def extract_file(
@@ -232,13 +210,6 @@ def extract_file(
 
 
 # -- options -------------------------------------------------------------------------------------
-
-
-def _http_options(*, checksum: str | Checksum | None, **fields: Any) -> Options:
-    """The validated download options (the same checks as `segdl.download`'s)."""
-    from ..api import _options
-
-    return _options(checksum=checksum, **fields)
 
 
 def _patterns(include: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -285,22 +256,21 @@ class _Plan:
 class _Job:
     """One archive from its URL to its members in place (see the module docstring)."""
 
-    def __init__(self, url: str, plan: _Plan, options: Options, http: dict[str, Any]) -> None:
+    def __init__(self, url: str, plan: _Plan, options: Options) -> None:
         self.url = url
         self.plan = plan
         self.options = options
-        self.http = http
         self.started = time.monotonic()
         self.meta_fetched = 0  # bytes of the ranged GETs of the head, tail and directory
         self.streams: list[RemoteFile] = []
-        self.downloaded = 0  # bytes fetched by `segdl.download` (a zip downloaded first)
+        self.downloaded = 0  # bytes fetched by `download_file` (a zip downloaded first)
         self.kept: Path | None = None
         self.overwrite: Overwrite = plan.overwrite
         self.info: RemoteInfo | None = None
         self.already = False
 
     def run(self) -> RemoteExtractResult:
-        transport = Transport(self.url, self.options.transport())
+        transport = Transport(self.url, self.options)
         try:
             result = self._run(transport)
         finally:
@@ -376,7 +346,7 @@ class _Job:
     ) -> RemoteFile:
         """The ordered stream of the archive probed as `info` (its validators guard every
         range), over its own connections. It starts fetching at `start` at once."""
-        transport = Transport(self.url, self.options.transport())
+        transport = Transport(self.url, self.options)
         try:
             stream = RemoteFile(
                 transport,
@@ -449,23 +419,19 @@ class _Job:
         )
 
     def _zip_downloaded(self) -> ExtractResult:
-        """The whole zip downloaded first by `segdl.download` (which checks the checksum and
+        """The whole zip downloaded first by `download_file` (which checks the checksum and
         the server's digest before the file gets its name), to `keep_archive` or into a
         temporary folder, then extracted from there."""
-        from ..api import download
-
         plan = self.plan
         with self._temporary(plan.keep is None) as folder:
             target = plan.keep if folder is None else folder / "archive"
             assert target is not None
-            result = download(
+            if_exists = "overwrite" if plan.replace_keep else "error"
+            result = download_file(
                 self.url,
-                target,
-                connections=self.options.connections,
-                checksum=self.options.checksum,
-                if_exists="overwrite" if plan.replace_keep else "error",
-                listener=plan.listener,
-                **self.http,
+                Target(target, None),
+                replace(self.options, if_exists=if_exists),
+                plan.listener,
             )
             self.downloaded = result.fetched
             if folder is None:

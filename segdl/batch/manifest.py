@@ -24,16 +24,24 @@ import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, cast
+from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
-from ..core.http.transport import check_url
+from ..core.urls import check_url
 from ..errors import InvalidURLError, UsageError
 from .template import TemplateError, safe_relative
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["FORMATS", "BadRecord", "Record", "detect_format", "read_manifest"]
+__all__ = [
+    "FORMATS",
+    "BadRecord",
+    "Item",
+    "Record",
+    "detect_format",
+    "read_manifest",
+    "records_from",
+]
 
 FORMATS = ("txt", "csv", "tsv", "json", "jsonl")
 
@@ -768,3 +776,52 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+# --- the library's item forms -------------------------------------------------------------------
+
+# What `download_many` and the cluster take as one item: a URL, a (url, relative path) pair, a
+# mapping ({"url": ..., "path": ..., other fields}), or a record of `read_manifest`.
+Item: TypeAlias = str | tuple[str, str] | Mapping[str, Any] | Record | BadRecord
+
+
+def records_from(items: Iterable[Item]) -> Iterator[Record | BadRecord]:
+    """The library's item forms as manifest records (bad ones become failed items)."""
+    for index, item in enumerate(items):
+        if isinstance(item, Record | BadRecord):
+            yield item
+            continue
+        try:
+            yield _item_record(index, item)
+        except (InvalidURLError, TypeError, ValueError) as exc:
+            yield BadRecord(index, index + 1, f"item {index}: {exc}")
+
+
+def _item_record(index: int, item: str | tuple[str, str] | Mapping[str, Any]) -> Record:
+    out: str | None = None
+    fields: dict[str, str] = {}
+    if isinstance(item, str):
+        urls: tuple[str, ...] = (item,)
+    elif isinstance(item, tuple):
+        url, path = item
+        urls, out = (url,), str(path)
+    elif isinstance(item, Mapping):
+        value = item.get("url")
+        if isinstance(value, str):
+            urls = (value,)
+        elif isinstance(value, list | tuple) and value and all(isinstance(u, str) for u in value):
+            urls = tuple(value)
+        else:
+            raise ValueError("no 'url' (a string or a list of mirror URLs)")
+        if item.get("path") is not None:
+            out = str(item["path"])
+        fields = {
+            str(k): str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in item.items()
+            if isinstance(v, str | int | float | bool) and k != "path"
+        }
+    else:
+        raise TypeError(f"unsupported item type {type(item).__name__}")
+    urls = tuple(check_url(u.strip()) for u in urls)
+    fields.setdefault("url", urls[0])
+    return Record(index, index + 1, urls, fields, out=out)

@@ -5,8 +5,9 @@ Three kinds of thread share the work:
 - the *feeder* reads the records (a stream: never the whole list), names what it can before
   any request, skips what the journal or the disk says is done, refuses duplicates, and
   queues the rest by host in a bounded lookahead;
-- `jobs` *drivers* each take the next item from the host that is least busy, and run it with
-  an `Engine` on the shared `Scheduler`: one GET for a small file, ranges for a large one;
+- `files_in_flight` *drivers* (the public `jobs=`, `-j`) each take the next item from the
+  host that is least busy, and run it with an `Engine` on the shared `Scheduler`: one GET for a
+  small file, ranges for a large one;
 - the caller's thread consumes results as they come (a few ahead at most: results not read
   hold the drivers back) and samples progress for the listener; Ctrl-C
   there, closing the results, or an error in any thread (a full disk) stops everything, wakes
@@ -30,16 +31,19 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from ..core.clock import Clock, page_buffer
+from ..core.destination import NAME_ROOM, settle, taken
 from ..core.events import TransferListener
 from ..core.http.transport import Sessions, Transport
-from ..core.naming import MAX_NAME_BYTES, derive_filename
+from ..core.naming import derive_filename
 from ..core.options import Options
 from ..core.probe import RemoteInfo
 from ..core.retry import RetryPolicy
-from ..core.scheduler import HostKey, Scheduler, host_key
-from ..core.sink import CONTROL_SUFFIX, PART_SUFFIX, destination_error
+from ..core.scheduler import Scheduler
+from ..core.sink import destination_error
+from ..core.urls import Origin, origin
 from ..errors import (
     ConnectError,
     DestinationError,
@@ -50,34 +54,33 @@ from ..errors import (
     TLSError,
     UsageError,
 )
-from ..file import Engine, Requeue, free_name
+from ..file import Engine, Requeue
 from .journal import Journal, journal_path
 from .manifest import BadRecord, Record
 from .results import BatchListener, ItemResult
 from .template import DEFAULT, Template, TemplateError, safe_relative
 
-# Room for the companion files ("<name>.part", "<name>.segdl") within NAME_MAX.
-_NAME_ROOM = MAX_NAME_BYTES - max(len(PART_SUFFIX), len(CONTROL_SUFFIX))
 _TICK = 0.2  # how often the caller's thread samples progress
-_RESULTS_MIN = 8  # results queued for the caller (at least; `jobs` when more)
+_RESULTS_MIN = 8  # results queued for the caller (at least; files in flight when more)
 
 
 @dataclass(frozen=True)
 class BatchOptions:
     """How a batch runs, besides the per-file `Options`."""
 
-    jobs: int = 16  # files in flight
-    max_connections: int | None = None  # the whole run; None: the larger of jobs and connections
+    # Files fetched at once (the drivers): what the public `jobs=` and `-j/--jobs` set.
+    files_in_flight: int = 16
+    max_connections: int | None = None  # the run's; None: the larger of files and connections
     per_host: int = 8
     template: Template = field(default_factory=lambda: Template.parse(DEFAULT))
     journal: bool = True
     # Where the journal lives; None: DIR/.segdl/journal.sqlite3 (a cluster's shards keep one
     # each, so that several processes never share one).
     journal_path: Path | None = None
-    lookahead: int = 0  # items read ahead, by host; 0: 8 per job, at least 256
+    lookahead: int = 0  # items read ahead, by host; 0: 8 per file in flight, at least 256
 
     def __post_init__(self) -> None:
-        if not 1 <= self.jobs <= 1024:
+        if not 1 <= self.files_in_flight <= 1024:
             raise UsageError("jobs must be between 1 and 1024")
         if self.max_connections is not None and not 1 <= self.max_connections <= 1024:
             raise UsageError("max connections must be between 1 and 1024")
@@ -90,7 +93,7 @@ class _Item:
     record: Record
     key: str  # the journal's identity: the URL and what names the destination
     relative: PurePosixPath | None  # known before any request, else None (needs the name)
-    host: HostKey  # of the URL tried next
+    host: Origin  # of the URL tried next
     template: Template  # names the file once the first answer tells the remote's name
     # What a fetch learnt, kept when a paused host puts the item back (see `Requeue`).
     mirror: int = 0  # the URL to try next
@@ -111,7 +114,7 @@ def destination(record: Record, template: Template) -> tuple[PurePosixPath | Non
     relative: PurePosixPath | None
     if record.out is not None or record.dir is not None:
         folder = safe_relative(record.dir) if record.dir else PurePosixPath()
-        name = safe_relative(record.out, max_bytes=_NAME_ROOM) if record.out else None
+        name = safe_relative(record.out, max_bytes=NAME_ROOM) if record.out else None
         if name is None:
             # A dir= without out=: the remote's name, in that folder.
             template = Template.parse(f"{folder.as_posix()}/{{name}}")
@@ -121,17 +124,24 @@ def destination(record: Record, template: Template) -> tuple[PurePosixPath | Non
     elif template.needs_name:
         relative = None
     else:
-        relative = template.render(record.fields, index=record.index, max_bytes=_NAME_ROOM)
+        relative = template.render(record.fields, index=record.index, max_bytes=NAME_ROOM)
     if relative is not None:
         return relative, template, f"{url}\0{relative.as_posix()}"
     used = {k: record.fields.get(k) for k in sorted(template.fields)}
     return None, template, f"{url}\0{template.text}\0{json.dumps(used, sort_keys=True)}"
 
 
-class _Claims:
+class ClaimStore(Protocol):
+    """Where destinations are claimed: `claim(path, url, index)` is None when `path` was free
+    (it is now the item's), else (url, index) of the item that holds it."""
+
+    def claim(self, path: str, url: str, index: int) -> tuple[str, int] | None: ...
+
+
+class Claims:
     """Destinations already taken in this run, in a private on-disk SQLite table (memory stays
     flat however long the list): the same URL twice is fetched once, another URL to a taken
-    path fails."""
+    path fails. Also holds the keys of items named by their answer (starting with NUL)."""
 
     def __init__(self) -> None:
         self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
@@ -152,19 +162,51 @@ class _Claims:
             self._db.execute("INSERT INTO claims VALUES (?, ?, ?)", (path, url, index))
             return None
 
+    def claim_item(self, key: str, record: Record) -> ItemResult | None:
+        """Claims the journal `key` of an item named by its answer (the same URL and fields
+        twice would name the same file): None when free, else the duplicate's result."""
+        url = record.urls[0]
+        holder = self.claim(f"\0{key}", url, record.index)
+        if holder is None:
+            return None
+        return ItemResult(record.index, url, None, "skipped", error=f"same item as {holder[1]}")
+
+    def paths(self) -> list[tuple[str, str, int]]:
+        """(path, url, item) of every destination claimed so far (not the items' keys)."""
+        with self._lock:
+            rows = self._db.execute("SELECT path, url, item FROM claims").fetchall()
+        return [(str(p), str(u), int(i)) for p, u, i in rows if not str(p).startswith("\0")]
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def refusal(
+    holder: tuple[str, int] | None, record: Record, relative: PurePosixPath, directory: Path
+) -> ItemResult | None:
+    """The result of `record` when its destination `relative` is held already by `holder`
+    (url, index): skipped for the same URL (fetched once), failed for another; None if free."""
+    if holder is None:
+        return None
+    url, index = holder
+    path = directory / relative
+    if url == record.urls[0]:
+        return ItemResult(
+            record.index, url, path, "skipped", error=f"same URL and path as item {index}"
+        )
+    error = f"{relative.as_posix()} is already the destination of item {index} ({url})"
+    return ItemResult(record.index, record.urls[0], path, "failed", error=error)
 
 
 class _Lookahead:
     """Items read ahead, queued by host; drivers take from the least busy host first, and never
     from a host paused by a 429/503 (a driver would only wait there while others have work)."""
 
-    def __init__(self, limit: int, load: Callable[[HostKey], tuple[int, int, float]]) -> None:
+    def __init__(self, limit: int, load: Callable[[Origin], tuple[int, int, float]]) -> None:
         self._limit = limit
         self._load = load
-        self._hosts: dict[HostKey, deque[_Item]] = {}
+        self._hosts: dict[Origin, deque[_Item]] = {}
         self._count = 0
         self._ended = False
         lock = threading.Lock()
@@ -209,7 +251,7 @@ class _Lookahead:
             while True:
                 if stop.is_set() or (self._ended and not self._count):
                     return None
-                best: HostKey | None = None
+                best: Origin | None = None
                 best_room = 0.0
                 wait = _TICK
                 for host in self._hosts:
@@ -256,35 +298,38 @@ class Batch:
         listener: BatchListener | None = None,
         cancel: threading.Event | None = None,
         clock: Clock | None = None,
+        shared: ClaimStore | None = None,
     ) -> None:
         self.directory = directory
+        # Where destinations are also claimed beyond this run (a cluster's shards), if anywhere.
+        self.shared = shared
         self.options = options
         self.batch = batch
         self.listener = listener or BatchListener()
         self._caller_cancel = cancel
         self.cancel = threading.Event()  # the engines': set on the caller's cancel or Ctrl-C
         self.clock = clock or Clock()
-        max_connections = batch.max_connections or max(batch.jobs, options.connections)
+        max_connections = batch.max_connections or max(batch.files_in_flight, options.connections)
         self.scheduler = Scheduler(
             max_connections=max_connections,
             per_host=batch.per_host,
             buffer_factory=lambda: page_buffer(options.buffer_size),
             monotonic=self.clock.monotonic,
         )
-        self.sessions = Sessions(options.transport(), hosts=16)
+        self.sessions = Sessions(options, hosts=16)
         self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
         # Results not consumed yet hold back the threads beyond a few: a caller that stops
         # reading (and holds the iterator) stops the downloads too.
-        self._room = threading.Semaphore(max(_RESULTS_MIN, batch.jobs))
+        self._room = threading.Semaphore(max(_RESULTS_MIN, batch.files_in_flight))
         self._error: BaseException | None = None  # what stops the run (a full disk, a bug)
         self._error_lock = threading.Lock()
         self._gone = threading.Event()  # the caller reads no more results
         self._engines: set[Engine] = set()
         self._engines_lock = threading.Lock()
         self._done_bytes = 0  # bytes of the items finished
-        self._dead: dict[HostKey, str] = {}  # hosts that never answered: their items fail fast
-        self._alive: set[HostKey] = set()
+        self._dead: dict[Origin, str] = {}  # hosts that never answered: their items fail fast
+        self._alive: set[Origin] = set()
         self._made: set[Path] = set()  # folders already created (bounded)
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.total: int | None = None  # items in the input, once the feeder has read them all
@@ -305,9 +350,10 @@ class Batch:
             raise DestinationError(f"{self.directory} exists and is not a directory")
         if self.batch.journal:
             self.journal = Journal(self.batch.journal_path or journal_path(self.directory))
-        claims = _Claims()
+        claims = Claims()
         lookahead = _Lookahead(
-            self.batch.lookahead or max(256, 8 * self.batch.jobs), self.scheduler.host_load
+            self.batch.lookahead or max(256, 8 * self.batch.files_in_flight),
+            self.scheduler.host_load,
         )
         self._lookahead = lookahead
         feeder = threading.Thread(
@@ -317,7 +363,7 @@ class Batch:
             threading.Thread(
                 target=self._drive, args=(lookahead, claims), name=f"segdl-driver-{i}", daemon=True
             )
-            for i in range(self.batch.jobs)
+            for i in range(self.batch.files_in_flight)
         ]
         feeder.start()
         for thread in drivers:
@@ -399,7 +445,7 @@ class Batch:
 
     # -- the feeder ---------------------------------------------------------------------------
     def _feed(
-        self, records: Iterable[Record | BadRecord], lookahead: _Lookahead, claims: _Claims
+        self, records: Iterable[Record | BadRecord], lookahead: _Lookahead, claims: Claims
     ) -> None:
         count = 0
         try:
@@ -422,7 +468,7 @@ class Batch:
         finally:
             lookahead.end()
 
-    def _prepare(self, record: Record, claims: _Claims) -> _Item | None:
+    def _prepare(self, record: Record, claims: Claims) -> _Item | None:
         """Name what can be named before any request; skip or refuse what needs no request."""
         url = record.urls[0]
         try:
@@ -438,16 +484,11 @@ class Batch:
                     ItemResult(record.index, entry.url, path, "skipped", size=entry.size or 0)
                 )
                 return None
-        item = _Item(record, key, relative, host_key(url), template)
+        item = _Item(record, key, relative, origin(url), template)
         if relative is None:
-            # Named by the answer: the same URL and fields twice would name the same file.
-            holder = claims.claim(f"\0{key}", url, record.index)
-            if holder is not None:
-                self._put(
-                    ItemResult(
-                        record.index, url, None, "skipped", error=f"same item as {holder[1]}"
-                    )
-                )
+            duplicate = claims.claim_item(key, record)
+            if duplicate is not None:
+                self._put(duplicate)
                 return None
         else:
             refused = self._claim(item, relative, claims)
@@ -455,30 +496,25 @@ class Batch:
                 self._put(refused)
                 return None
             final = self.directory / relative
-            if self.options.if_exists == "skip" and _taken(final):
+            if self.options.if_exists == "skip" and taken(final):
                 self._put(ItemResult(record.index, url, final, "skipped", size=_size(final)))
                 return None
         return item
 
-    def _claim(self, item: _Item, relative: PurePosixPath, claims: _Claims) -> ItemResult | None:
+    def _claim(self, item: _Item, relative: PurePosixPath, claims: Claims) -> ItemResult | None:
+        """Claims `relative` for `item`, in this run and then in the shared store if any; the
+        item's result when it is held already."""
         record = item.record
-        holder = claims.claim(relative.as_posix(), record.urls[0], record.index)
-        if holder is None:
-            return None
-        url, index = holder
-        path = self.directory / relative
-        if url == record.urls[0]:
-            return ItemResult(
-                record.index, url, path, "skipped", error=f"same URL and path as item {index}"
-            )
-        return self._failed(
-            record,
-            path,
-            f"{relative.as_posix()} is already the destination of item {index} ({url})",
-        )
+        for store in (claims, self.shared):
+            if store is not None:
+                holder = store.claim(relative.as_posix(), record.urls[0], record.index)
+                refused = refusal(holder, record, relative, self.directory)
+                if refused is not None:
+                    return refused
+        return None
 
     # -- the drivers --------------------------------------------------------------------------
-    def _drive(self, lookahead: _Lookahead, claims: _Claims) -> None:
+    def _drive(self, lookahead: _Lookahead, claims: Claims) -> None:
         try:
             while not self._stop.is_set():
                 item = lookahead.take(self._stop)
@@ -497,7 +533,7 @@ class Batch:
         finally:
             self._results.put(None)
 
-    def _fetch(self, item: _Item, claims: _Claims) -> ItemResult | None:
+    def _fetch(self, item: _Item, claims: Claims) -> ItemResult | None:
         """Fetch `item` from its first mirror that works; None when interrupted. Raises
         Requeue when a host paused it (`item` then knows where to go on), DiskFullError."""
         record = item.record
@@ -507,12 +543,12 @@ class Batch:
         path = item.path or path
         while item.mirror < len(record.urls):
             url = record.urls[item.mirror]
-            host = host_key(url)
+            host = origin(url)
             if host in self._dead:
                 item.errors.append(_item_error(record, url, self._dead[host]))
                 item.mirror += 1
                 continue
-            transport = Transport(url, self.options.transport(), self.sessions)
+            transport = Transport(url, self.options, self.sessions)
             engine = Engine(
                 transport,
                 self.options,
@@ -601,7 +637,7 @@ class Batch:
             error,
         )
 
-    def _note_host(self, host: HostKey, exc: SegdlError) -> None:
+    def _note_host(self, host: Origin, exc: SegdlError) -> None:
         """A host that never answered and refused a whole retry budget is dead for this run:
         its other items fail at once instead of each waiting out the same budget."""
         unreachable = isinstance(exc, ConnectError) and not isinstance(exc, TLSError)
@@ -609,15 +645,15 @@ class Batch:
             self._dead.setdefault(host, str(exc))
 
     def _resolve(
-        self, item: _Item, info: RemoteInfo, *, claims: _Claims, names: list[Path]
+        self, item: _Item, info: RemoteInfo, *, claims: Claims, names: list[Path]
     ) -> Path | None:
         """The destination of an item whose first answer just came; None to skip it."""
         if item.relative is not None:
             final = self.directory / item.relative
         else:
-            name = derive_filename(info.url, info.content_disposition, max_bytes=_NAME_ROOM)
+            name = derive_filename(info.url, info.content_disposition, max_bytes=NAME_ROOM)
             relative = item.template.render(
-                item.record.fields, index=item.record.index, name=name, max_bytes=_NAME_ROOM
+                item.record.fields, index=item.record.index, name=name, max_bytes=NAME_ROOM
             )
             final = self.directory / relative
             names.append(final)
@@ -627,16 +663,13 @@ class Batch:
                     return None  # the same URL to the same path: fetched once
                 raise DestinationError(refused.error or "destination taken")
         names.append(final)
-        if _taken(final):
-            if final.is_dir() and not final.is_symlink():
-                raise DestinationError(f"{final} is a directory")
-            if self.options.if_exists == "skip":
-                return None
-            if self.options.if_exists == "error":
-                raise DestinationError(f"{final} already exists")
-            if self.options.if_exists == "rename":
-                final = free_name(final, functools.partial(self._reserve, item, claims))
-                names.append(final)
+        reserve = functools.partial(self._reserve, item, claims)
+        settled = settle(final, self.options.if_exists, reserve)
+        if settled is None:
+            return None
+        if settled != final:
+            final = settled  # renamed
+            names.append(final)
         parent = final.parent
         if parent != self.directory and parent not in self._made:
             try:
@@ -648,7 +681,7 @@ class Batch:
             self._made.add(parent)
         return final
 
-    def _reserve(self, item: _Item, claims: _Claims, path: Path) -> bool:
+    def _reserve(self, item: _Item, claims: Claims, path: Path) -> bool:
         relative = path.relative_to(self.directory).as_posix()
         return claims.claim(relative, item.record.urls[0], item.record.index) is None
 
@@ -670,17 +703,6 @@ def _item_error(record: Record, url: str, message: str) -> str:
     each part names its own URL."""
     message = message.removeprefix(f"{url}: ")
     return f"{url}: {message}" if len(record.urls) > 1 else message
-
-
-def _taken(path: Path) -> bool:
-    """Whether anything (a file, a directory, a link, even a dangling one) stands at `path`."""
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # not ours to judge here: writing there will say what is wrong
-    return True
 
 
 def _size(path: Path) -> int:

@@ -38,9 +38,9 @@ from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
 
 from ..api import Listener, download
-from ..core.http.transport import check_url
 from ..core.options import MAX_CONNECTIONS, parse_size
 from ..core.sink import destination_error
+from ..core.urls import check_url
 from ..errors import IntegrityError, Interrupted, SegdlError, UsageError
 
 __all__ = [

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..api import Item, _options, _records
+from ..batch.manifest import Item, records_from
 from ..batch.results import BatchListener, ItemResult
 from ..batch.run import BatchOptions
 from ..batch.template import DEFAULT, Template
-from ..core.options import Options
+from ..core.options import Options, options_from
 from ..core.verify import Checksum
 from ..errors import UsageError
 from .client import check_address, connect, require_dask
@@ -73,29 +73,9 @@ def iter_download_cluster(
             check_address(dask)
     if not 1 <= shard_size <= 10**9:
         raise UsageError("the shard size must be between 1 and 10^9")
-    options = _options(
-        connections=connections,
-        min_split=min_split,
-        buffer_size=buffer_size,
-        headers=headers,
-        connect_timeout=connect_timeout,
-        timeout=timeout,
-        retries=retries,
-        resume=resume,
-        if_exists=if_exists,
-        checksum=checksum,
-        save_interval=save_interval,
-        verify=verify,
-        max_redirects=max_redirects,
-        location_trusted=location_trusted,
-        allow_downgrade=allow_downgrade,
-        trust_env=trust_env,
-        direct_io=direct_io,
-        accept=accept,
-        sync_each_file=False,
-    )
+    options = options_from(locals(), sync_each_file=False)
     batch = BatchOptions(
-        jobs=jobs,
+        files_in_flight=jobs,
         max_connections=max_connections,
         per_host=per_host,
         template=Template.parse(template),
@@ -131,4 +111,4 @@ def _run(
             listener=listener,
             cancel=cancel,
         )
-        yield from driver.run(_records(items))
+        yield from driver.run(records_from(items))

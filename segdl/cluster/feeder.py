@@ -15,7 +15,7 @@ from typing import Any
 
 from ..batch.manifest import BadRecord, Record
 from ..batch.results import ItemResult
-from ..batch.run import _Claims, destination
+from ..batch.run import Claims, destination, refusal
 from ..batch.template import Template, TemplateError
 from ..errors import SegdlError
 from .shards import Shard, ShardWriter, SharedClaims, host_group, in_place, read_marker, shard_dir
@@ -60,7 +60,7 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         records = self.records
         writer = ShardWriter(self.root, self.shard_size)
-        claims = _Claims()
+        claims = Claims()
         count = 0
         try:
             iterator = iter(records)
@@ -108,18 +108,15 @@ class Feeder(threading.Thread):
         finally:
             claims.close()
 
-    def _backfill(self, claims: _Claims) -> None:
+    def _backfill(self, claims: Claims) -> None:
         """The first item to be named by its answer (`{name}`, or a txt `dir=` without `out=`):
         from now on tasks claim run-wide, and the paths settled so far are claimed there first,
         so that it cannot take one of them whatever name its answer gives."""
-        with claims._lock:
-            rows = claims._db.execute("SELECT path, url, item FROM claims")
-            for path, url, index in rows:
-                if not path.startswith("\0"):  # the keys of duplicates, not paths
-                    self._store.claim(path, url, index)
+        for path, url, index in claims.paths():
+            self._store.claim(path, url, index)
         self.shared_claims = True
 
-    def _settle(self, record: Record, claims: _Claims) -> ItemResult | None:
+    def _settle(self, record: Record, claims: Claims) -> ItemResult | None:
         """What a local batch decides before any request, besides the journal: a destination
         no template can make, the same item twice, two items to one path (kept in step with
         `Batch._prepare`). None: the item goes to its shard."""
@@ -129,26 +126,9 @@ class Feeder(threading.Thread):
         except TemplateError as exc:
             return ItemResult(record.index, url, None, "failed", error=f"{record.where}: {exc}")
         if relative is None:
-            holder = claims.claim(f"\0{key}", url, record.index)
-            if holder is None:
-                return None
-            return ItemResult(record.index, url, None, "skipped", error=f"same item as {holder[1]}")
+            return claims.claim_item(key, record)
         holder = claims.claim(relative.as_posix(), url, record.index)
-        if holder is None:
-            return None
-        path = self.directory / relative
-        if holder[0] == url:
-            return ItemResult(
-                record.index, url, path, "skipped", error=f"same URL and path as item {holder[1]}"
-            )
-        return ItemResult(
-            record.index,
-            url,
-            path,
-            "failed",
-            error=f"{relative.as_posix()} is already the destination of item {holder[1]} "
-            f"({holder[0]})",
-        )
+        return refusal(holder, record, relative, self.directory)
 
     def _ready(self, shard: Shard) -> None:
         """A shard is written: run it, unless its marker says it is done and its files are

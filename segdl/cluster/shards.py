@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from ..batch.journal import try_lock_fd
 from ..batch.manifest import Record
-from ..core.scheduler import host_key
+from ..core.urls import origin
 from ..errors import DestinationError
 
 __all__ = ["GROUPS", "Row", "Shard", "ShardWriter", "SharedClaims", "host_group"]
@@ -50,7 +50,7 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 def host_group(url: str) -> int:
     """The group of the host of `url`: the same on every machine and every run (never
     Python's `hash()`, which is salted per process)."""
-    scheme, host, port = host_key(url)
+    scheme, host, port = origin(url)
     digest = hashlib.blake2b(f"{scheme}://{host}:{port}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % GROUPS
 

@@ -35,12 +35,12 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 from ..batch.manifest import Record
 from ..batch.results import BatchListener, ItemResult
-from ..batch.run import Batch, BatchOptions, _Claims, _Item
+from ..batch.run import Batch, BatchOptions
 from ..core.options import Options
 from ..errors import DestinationError, Interrupted
 from .errors import DirectoryNotShared, ShardBusy, Superseded
@@ -123,34 +123,6 @@ def _check(directory: str, run: str) -> None:
     if problem.startswith("worker "):
         raise DirectoryNotShared(problem)
     raise Superseded(problem)
-
-
-class ShardBatch(Batch):
-    """A batch whose destinations are also claimed across the run (see `SharedClaims`)."""
-
-    def __init__(self, *args: Any, shared: SharedClaims | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.shared = shared
-
-    def _claim(self, item: _Item, relative: PurePosixPath, claims: _Claims) -> ItemResult | None:
-        refused = super()._claim(item, relative, claims)
-        if refused is not None or self.shared is None:
-            return refused
-        record = item.record
-        holder = self.shared.claim(relative.as_posix(), record.urls[0], record.index)
-        if holder is None:
-            return None
-        url, index = holder
-        path = self.directory / relative
-        if url == record.urls[0]:
-            return ItemResult(
-                record.index, url, path, "skipped", error=f"same URL and path as item {index}"
-            )
-        return self._failed(
-            record,
-            path,
-            f"{relative.as_posix()} is already the destination of item {index} ({url})",
-        )
 
 
 class _Collector:
@@ -363,7 +335,7 @@ def _run(
         spec.batch, journal_path=folder / "journal.sqlite3" if spec.batch.journal else None
     )
     rows: list[Row] = []
-    runner: ShardBatch | None = ShardBatch(
+    runner: Batch | None = Batch(
         directory,
         spec.options,
         batch,

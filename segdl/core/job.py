@@ -15,6 +15,7 @@ from . import plan
 from .probe import RemoteInfo
 from .scheduler import HostKey
 from .sink import ALIGN, PartFile
+from .urls import NO_ORIGIN
 
 _STEAL_MIN_SECONDS = 0.5  # steal only from a range that needs at least this long to finish
 _RATE_AFTER = 0.25  # seconds of data before a connection's rate counts
@@ -67,7 +68,7 @@ class Job:
         part: PartFile,
         segments: list[Segment],
         *,
-        host: HostKey = ("", "", 0),
+        host: HostKey = NO_ORIGIN,
         max_workers: int = 1,
         min_split: int = 1,
         work: Work | None = None,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from ..errors import UsageError
-from .http.transport import TransportOptions
 from .plan import MIN_SPLIT_DEFAULT
 from .verify import Checksum
 
@@ -38,7 +40,8 @@ def parse_header(text: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Options:
-    """How one download runs. Every field is checked on creation."""
+    """How one download runs. Every field is checked on creation. The transport reads its
+    part (headers, timeouts, TLS, redirects, proxies) from here: there is no second copy."""
 
     connections: int = 8
     min_split: int = MIN_SPLIT_DEFAULT
@@ -82,18 +85,6 @@ class Options:
         if not self.save_interval > 0:  # also refuses NaN
             raise UsageError("save interval must be positive")
 
-    def transport(self) -> TransportOptions:
-        return TransportOptions(
-            headers=self.headers,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.timeout,
-            verify=self.verify,
-            max_redirects=self.max_redirects,
-            location_trusted=self.location_trusted,
-            allow_downgrade=self.allow_downgrade,
-            trust_env=self.trust_env,
-        )
-
 
 def parse_accept(text: str) -> tuple[str, ...]:
     """`image/*,application/pdf` -> ("image/*", "application/pdf"); raises UsageError."""
@@ -103,3 +94,27 @@ def parse_accept(text: str) -> tuple[str, ...]:
         if not slash or not kind or not sub or (kind == "*" and sub != "*"):
             raise UsageError(f"invalid content type pattern {pattern!r} (e.g. image/*)")
     return patterns
+
+
+def options_from(arguments: Mapping[str, Any], **overrides: Any) -> Options:
+    """The validated `Options` from the arguments of a public function (`download`,
+    `iter_download_many`, `open`, `extract`, the cluster's): the one place their keyword
+    options are read. Every argument named like an `Options` field is taken, the others
+    (a URL, a listener) are left alone; `overrides` win. `headers` may be a mapping or
+    pairs, `checksum` an `ALGO=HEX` string, `accept` a comma-separated text or patterns,
+    `verify` a CA file that must exist."""
+    given = {k: v for k, v in arguments.items() if k in _FIELDS} | overrides
+    verify = given.get("verify", True)
+    if isinstance(verify, str) and not os.path.isfile(verify):
+        raise UsageError(f"CA certificate file not found: {verify}")
+    checksum = given.get("checksum")
+    if isinstance(checksum, str):
+        given["checksum"] = Checksum.parse(checksum)
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = given.get("headers")
+    given["headers"] = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
+    accept: str | Iterable[str] | None = given.get("accept")
+    given["accept"] = parse_accept(accept if isinstance(accept, str) else ",".join(accept or ()))
+    return Options(**given)
+
+
+_FIELDS = frozenset(f.name for f in fields(Options))

@@ -20,19 +20,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlsplit
 
-HostKey = tuple[str, str, int]
+from .urls import Origin, origin
+
+# A host as the scheduler counts it: its origin (the one type; these names are aliases).
+HostKey = Origin
+host_key = origin
 
 _IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth stealing
 _RECOVER_AFTER = 2.0  # seconds without a refusal before a throttled host gets one more slot
-
-
-def host_key(url: str) -> HostKey:
-    """(scheme, host, port): what a per-host cap counts, and what a connection can be reused for."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
 class Halted(Exception):

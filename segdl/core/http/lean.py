@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 from ..._version import __version__
 from ...errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
+from ..urls import Origin, origin
 
 USER_AGENT = f"segdl/{__version__}"
-_Key = tuple[str, str, int]
 
 
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
@@ -68,7 +68,7 @@ class LeanResponse:
         self,
         response: http.client.HTTPResponse,
         pool: Connections,
-        key: _Key,
+        key: Origin,
         conn: Any,
         url: str,
     ) -> None:
@@ -121,7 +121,7 @@ class Connections:
         self._verify = verify
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
-        self._idle: dict[_Key, list[Any]] = {}
+        self._idle: dict[Origin, list[Any]] = {}
         self._busy: set[Any] = set()  # connections with a request on them now
         self._local = threading.local()  # the connection each thread last gave back
         self._closed = False
@@ -140,7 +140,7 @@ class Connections:
             return True
         return bool(urllib.request.proxy_bypass(parts.hostname or ""))
 
-    def put(self, key: _Key, conn: Any) -> None:
+    def put(self, key: Origin, conn: Any) -> None:
         """A connection whose answer was read to its end, for the next request to `key`."""
         with self._lock:
             self._busy.discard(conn)
@@ -164,7 +164,7 @@ class Connections:
             idle.remove(conn)
         conn.close()
 
-    def _take(self, key: _Key) -> Any:
+    def _take(self, key: Origin) -> Any:
         with self._lock:
             idle = self._idle.get(key)
             return idle.pop() if idle else None
@@ -185,7 +185,7 @@ class Connections:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _connect(self, key: _Key) -> Any:
+    def _connect(self, key: Origin) -> Any:
         scheme, host, port = key
         conn: Any
         if scheme == "https":
@@ -213,12 +213,7 @@ class Connections:
     def send(self, method: str, url: str, headers: Mapping[str, str]) -> LeanResponse:
         """Send one request (no redirects followed); errors are left for transport to map."""
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        key = (
-            scheme,
-            (parts.hostname or "").lower(),
-            parts.port or (443 if scheme == "https" else 80),
-        )
+        key = origin(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         all_headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
         conn = self._take(key)

@@ -39,6 +39,8 @@ from ...errors import (
     TLSError,
     TruncatedError,
 )
+from ..options import Options
+from ..urls import Origin, origin
 from .lean import Connections, LeanResponse, connect_error
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -49,50 +51,9 @@ Response: TypeAlias = requests.Response | LeanResponse
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-def check_url(url: str) -> str:
-    """Return `url` if it is an absolute http(s) URL with a host, else raise InvalidURLError."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise InvalidURLError(f"invalid URL {url!r}: {exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise InvalidURLError(
-            f"unsupported URL scheme {parts.scheme or '(none)'!r} in {url!r}{_did_you_mean(url)}"
-        )
-    if not parts.hostname:
-        raise InvalidURLError(f"URL has no host: {url!r}")
-    return url
-
-
-def _did_you_mean(url: str) -> str:
-    """A hint for a URL written without its scheme (``host:port/path``), else ""."""
-    if "://" in url or not ("/" in url or ":" in url):
-        return ""
-    guess = "http://" + url
-    try:
-        parts = urlsplit(guess)
-        parts.port  # noqa: B018 - raises ValueError on a bad port ("mailto:x")
-    except ValueError:
-        return ""
-    host = parts.hostname or ""
-    # A dotted name, an address or localhost: not a word before a colon ("c:/x", "urn:x").
-    if "." not in host and ":" not in host and host != "localhost":
-        return ""
-    return f"; did you mean {guess}?"
-
-
 def silence_insecure_warnings() -> None:
     """For the CLI, which prints its own one-line warning for --insecure instead."""
     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-
-
-def origin(url: str) -> tuple[str, str, int]:
-    """The (scheme, host, port) triple that decides whether credentials may be sent to `url`."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return scheme, (parts.hostname or "").lower(), port
 
 
 @dataclass(frozen=True)
@@ -135,20 +96,6 @@ def strong_etag(value: str | None) -> str | None:
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
         return value
     return None
-
-
-@dataclass(frozen=True)
-class TransportOptions:
-    """How to talk HTTP: user headers, timeouts, TLS, redirects and proxies."""
-
-    headers: tuple[tuple[str, str], ...] = ()
-    connect_timeout: float = 15.0
-    read_timeout: float = 30.0
-    verify: bool | str = True
-    max_redirects: int = 10
-    location_trusted: bool = False
-    allow_downgrade: bool = False
-    trust_env: bool = True
 
 
 def translate(exc: BaseException, url: str | None = None) -> SegdlError:
@@ -346,7 +293,7 @@ class Sessions:
     shared by every file a run fetches, so that a thread reuses its kept-alive connections
     from one file to the next."""
 
-    def __init__(self, options: TransportOptions, *, hosts: int = 1) -> None:
+    def __init__(self, options: Options, *, hosts: int = 1) -> None:
         self.options = options
         self.hosts = hosts  # host pools each session keeps (a batch fetches from many hosts)
         self._local = threading.local()
@@ -356,7 +303,7 @@ class Sessions:
         self._closed = False
         # Origins that answered a request of this run: the retry policy is patient with them
         # (see `ConnectError.answered_before`).
-        self._answered: set[tuple[str, str, int]] = set()
+        self._answered: set[Origin] = set()
 
     @contextmanager
     def requesting(self, url: str) -> Iterator[None]:
@@ -380,7 +327,7 @@ class Sessions:
                 self._lean = Connections(
                     verify=self.options.verify,
                     connect_timeout=self.options.connect_timeout,
-                    read_timeout=self.options.read_timeout,
+                    read_timeout=self.options.timeout,
                     trust_env=self.options.trust_env,
                 )
             return self._lean
@@ -434,7 +381,7 @@ class Transport:
     """Redirects and validated requests for one remote file, over a run's sessions."""
 
     url: str  # the URL the user gave: its origin decides where user headers may go
-    options: TransportOptions = field(default_factory=TransportOptions)
+    options: Options = field(default_factory=Options)
     sessions: Sessions | None = None  # shared by a run; None: this transport's own
 
     def __post_init__(self) -> None:
@@ -506,7 +453,7 @@ class Transport:
                         headers=headers,
                         stream=True,
                         allow_redirects=False,
-                        timeout=(self.options.connect_timeout, self.options.read_timeout),
+                        timeout=(self.options.connect_timeout, self.options.timeout),
                         # Per request: a Session's own verify loses to REQUESTS_CA_BUNDLE and
                         # CURL_CA_BUNDLE from the environment (psf/requests#3829).
                         verify=self.options.verify,
