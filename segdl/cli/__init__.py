@@ -83,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if is_batch:
+            if on_cluster or args.shard_size:
+                from .cluster import run as cluster_batch
+
+                return cluster_batch(args, verify, stderr)
             return run_batch(args, verify, stderr)
         if args.extract is not None:
             from .extract import run_single as extract_single

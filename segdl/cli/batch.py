@@ -32,10 +32,7 @@ _MAX_LISTED = 20  # failed items listed on stderr; the rest are counted
 
 
 def run_batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
-    if args.dask is not None or args.dask_scheduler_file is not None or args.shard_size:
-        from .cluster import run as cluster_batch
-
-        return cluster_batch(args, verify, stderr)
+    """A local batch (a cluster batch is `cli.cluster.run`)."""
     extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
 
     def start(items: object, listener: BatchListener) -> Iterable[ItemResult]:

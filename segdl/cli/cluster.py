@@ -1,6 +1,6 @@
 """The command line of cluster batches: `--dask ADDRESS`, `--dask-scheduler-file FILE` and
 `--shard-size N`, and the run itself, with the same progress bar, failure lines, report, summary
-and exit codes as a local batch (`segdl.cli._batch`)."""
+and exit codes as a local batch (`cli.batch.run_batch_command`)."""
 
 from __future__ import annotations
 
