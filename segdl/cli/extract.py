@@ -30,6 +30,7 @@ from ..archive.remote import ExtractListener, RemoteExtractResult, extract, extr
 from ..archive.safety import Limits
 from ..bars import TqdmListener
 from ..batch.results import ItemResult
+from ..core.destination import taken
 from ..core.events import StartInfo
 from ..core.options import parse_size
 from ..core.sink import destination_error
@@ -399,7 +400,7 @@ class BatchExtraction:
             collision = self._collision(target, archive)
             if collision is not None:
                 return replace(item, status="failed", path=target, error=collision)
-            if self.skip_existing and (target.exists() or target.is_symlink()):
+            if self.skip_existing and taken(target):
                 return replace(item, status="skipped", path=target)
             extract_file(
                 archive,

@@ -4,7 +4,9 @@ resumed, what the control file vouches for, and when the data was last made dura
 `state` owns the file's format and its atomic saving; this module owns the policy: a partial
 file is resumed only when the control file names the same URL, size and validators and the
 bytes it trusts were synced; data is fsynced at most every couple of seconds, and the
-durable view never counts a byte a sync may have missed. It knows nothing of threads or HTTP.
+durable view never counts a byte a sync may have missed. Of HTTP it knows only the
+validators that identify a version of the file (a resume must be of the same version); it
+knows nothing of threads or requests.
 """
 
 from __future__ import annotations
