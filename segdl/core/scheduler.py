@@ -5,11 +5,11 @@ A *slot* is the right to have one request open to a host. The scheduler enforces
 answers 429/503 (never the other hosts'), and hands slots out first come, first served, so a
 busy host cannot starve the files of another.
 
-Range work comes from *range jobs* (one per file split into ranges, see `engine.Job`): a pool
-of `max_connections` worker threads, shared by every file of the run, takes an unowned range of
-any registered job whose host has a free slot, or else the tail of the slowest range of any
-job (work stealing across files). What a range's bytes mean (a file, later a stream) is the
-job's business, not the scheduler's.
+*Range work* (`RangeWork`: a file's ranges, `job.FileRanges`, or a stream's pieces) is served by
+a pool of `max_connections` worker threads, shared by every file of the run: a worker takes an
+unowned range of any registered range work whose host has a free slot, or else the tail of the
+slowest range (work stealing across files), and holds the slot while it serves the claim. What
+a range's bytes mean (a file, a stream) is the range work's business, not the scheduler's.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -35,16 +35,17 @@ def host_key(url: str) -> HostKey:
     return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
 
 
-class Halted(Exception):
-    """Raised from `acquire` when the caller's halt event was set while it waited."""
+class Stop(Exception):
+    """A wait or a request given up because its job halted or its caller cancelled (internal:
+    the job's public entry points raise `segdl.Interrupted`)."""
 
 
 class Paused(Exception):
     """Raised from `acquire(..., leave_paused=True)` when the host is paused by a 429/503."""
 
 
-class RangeJob(Protocol):
-    """What the scheduler needs of a file split into ranges."""
+class RangeWork(Protocol):
+    """What the scheduler needs of work split into ranges (a file's, a stream's pieces)."""
 
     host: HostKey
     max_workers: int  # connections this file may use at once
@@ -97,7 +98,7 @@ class Scheduler:
         self._waiting = 0  # requests waiting for a slot, all hosts
         self._total = 0
         self._hosts: dict[HostKey, _Host] = {}
-        self._jobs: list[RangeJob] = []
+        self._jobs: list[RangeWork] = []
         self._next_job = 0
         self._workers: list[threading.Thread] = []
         self._idle = 0
@@ -122,10 +123,15 @@ class Scheduler:
         self._total += 1
 
     def acquire(
-        self, key: HostKey, halt: threading.Event | None = None, *, leave_paused: bool = False
+        self,
+        key: HostKey,
+        stopped: Callable[[], bool] | None = None,
+        *,
+        leave_paused: bool = False,
     ) -> None:
-        """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile, and with
-        `leave_paused` Paused rather than wait out a pause of the host (now or meanwhile)."""
+        """Wait for a slot of host `key`; raises Stop when `stopped()` turns true meanwhile,
+        and with `leave_paused` Paused rather than wait out a pause of the host (now or
+        meanwhile)."""
         with self._lock:
             host = self._host(key)
             now = self._monotonic()
@@ -136,8 +142,8 @@ class Scheduler:
             self._waiting += 1
             try:
                 while True:
-                    if halt is not None and halt.is_set():
-                        raise Halted
+                    if stopped is not None and stopped():
+                        raise Stop
                     now = self._monotonic()
                     if self._free(host, now):
                         self._take_slot(key, host)
@@ -169,14 +175,6 @@ class Scheduler:
                     other.cond.notify()
         if self._jobs:
             self._cond.notify()
-
-    @contextlib.contextmanager
-    def slot(self, key: HostKey, halt: threading.Event | None = None) -> Iterator[None]:
-        self.acquire(key, halt)
-        try:
-            yield
-        finally:
-            self.release(key)
 
     def refused(self, key: HostKey, delay: float | None) -> None:
         """Host `key` answered 429/503: one slot fewer for it, and a pause of `delay` seconds."""
@@ -213,7 +211,7 @@ class Scheduler:
             return host.active + host.waiting, host.cap, pause
 
     # -- range jobs and their workers ---------------------------------------------------------
-    def add_job(self, job: RangeJob) -> None:
+    def add_job(self, job: RangeWork) -> None:
         """Offer a file's ranges to the shared workers (starting more workers if allowed)."""
         with self._cond:
             if self._closed:
@@ -228,7 +226,7 @@ class Scheduler:
                 thread.start()
             self._cond.notify_all()
 
-    def remove_job(self, job: RangeJob) -> None:
+    def remove_job(self, job: RangeWork) -> None:
         with self._cond:
             with contextlib.suppress(ValueError):
                 self._jobs.remove(job)
@@ -239,7 +237,7 @@ class Scheduler:
         with self._cond:
             self._cond.notify_all()
 
-    def _pick(self) -> tuple[RangeJob, object] | None:
+    def _pick(self) -> tuple[RangeWork, object] | None:
         """An unowned range or a stealable tail of some job whose host has a free slot."""
         jobs = self._jobs
         if not jobs:
