@@ -393,7 +393,6 @@ class RemoteFile(io.RawIOBase):
         self.scheduler = scheduler or Scheduler(
             max_connections=options.connections,
             per_host=options.connections,
-            buffer_factory=_no_buffer,
             monotonic=self.clock.monotonic,
         )
         self._job = _StreamJob(
@@ -647,10 +646,6 @@ class RemoteFile(io.RawIOBase):
             raise ValueError("I/O operation on closed file")
 
 
-def _no_buffer() -> memoryview:
-    return memoryview(bytearray(0))  # the workers read into the pieces, not a buffer
-
-
 def _unmap(data: mmap.mmap) -> None:
     """Give a piece's memory back now, unless a worker still writes into it (its view then
     keeps the map alive until the worker lets go)."""
@@ -671,9 +666,7 @@ def open_remote(
     clock = clock or Clock()
     url = transport.url
     # The probe's own slot: no stream of this scheduler is open yet, so it never waits for one.
-    scheduler = Scheduler(
-        max_connections=1, per_host=1, buffer_factory=_no_buffer, monotonic=clock.monotonic
-    )
+    scheduler = Scheduler(max_connections=1, per_host=1, monotonic=clock.monotonic)
     tries = Fetcher(scheduler, clock, cancel=cancel).attempts(
         host_key(url), RetryPolicy(total=options.retries)
     )

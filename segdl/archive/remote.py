@@ -303,9 +303,7 @@ class _Job:
         transport = Transport(self.url, self.options.transport())
         # The probe's and the ranged GETs' slots (each stream has its own scheduler).
         connections = self.options.connections
-        scheduler = Scheduler(
-            max_connections=connections, per_host=connections, buffer_factory=_no_buffer
-        )
+        scheduler = Scheduler(max_connections=connections, per_host=connections)
         self.fetcher = Fetcher(scheduler, Clock())
         try:
             result = self._run(transport)
@@ -547,10 +545,6 @@ def _window(ranges: list[tuple[int, int]], window: int, size: int) -> int:
         return window
     longest = max((stop - start for start, stop in ranges), default=0)
     return min(window, max(MIN_WINDOW, longest // 8))
-
-
-def _no_buffer() -> memoryview:
-    return memoryview(bytearray(0))  # no range workers: only single requests use its slots
 
 
 def _existing_ancestor(path: Path) -> Path:

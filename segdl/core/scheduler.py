@@ -28,6 +28,10 @@ _IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth steal
 _RECOVER_AFTER = 2.0  # seconds without a refusal before a throttled host gets one more slot
 
 
+def _no_buffer() -> memoryview:
+    return memoryview(bytearray(0))
+
+
 def host_key(url: str) -> HostKey:
     """(scheme, host, port): what a per-host cap counts, and what a connection can be reused for."""
     parts = urlsplit(url)
@@ -82,14 +86,16 @@ class Scheduler:
         *,
         max_connections: int,
         per_host: int,
-        buffer_factory: Callable[[], memoryview],
+        buffer_factory: Callable[[], memoryview] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_connections < 1 or per_host < 1:
             raise ValueError("connection caps must be at least 1")
         self.max_connections = max_connections
         self.per_host = per_host
-        self._buffer_factory = buffer_factory
+        # The workers' read buffer; none when the range work reads into its own (a stream's
+        # pieces) or there is no range work (requests of their own only).
+        self._buffer_factory = buffer_factory or _no_buffer
         self._monotonic = monotonic
         # One lock; idle range workers wait on `_cond`, requests waiting for a slot on their
         # host's own condition: a freed slot wakes one waiter of that host, not every thread.
