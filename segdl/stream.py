@@ -98,7 +98,7 @@ class _Claim:
 
 class _StreamJob:
     """The pieces of one stream: the state its reader (a `RemoteFile`) shares with the
-    scheduler's workers, and the workers' side of it (a `RangeJob`).
+    scheduler's workers, and the workers' side of it (its `RangeWork`).
 
     It holds no reference to its `RemoteFile`, and nothing of the workers' holds the
     `RemoteFile` either: a file object dropped unclosed is freed at once, in the thread that
@@ -143,7 +143,7 @@ class _StreamJob:
         self.fetched = 0
         self.hedges = 0
 
-    # -- the scheduler's side (RangeJob) ----------------------------------------------------------
+    # -- the scheduler's side (RangeWork) ---------------------------------------------------------
     def wants_worker(self) -> bool:
         return not self.halt.is_set() and self._has_work(time.monotonic())
 

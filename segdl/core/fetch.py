@@ -25,7 +25,7 @@ from typing import TypeVar
 from ..errors import HTTPStatusError, NetworkError, SegdlError
 from .clock import Clock
 from .http.transport import Body
-from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
+from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
 from .scheduler import HostKey, Paused, Scheduler, Stop
 
 __all__ = ["Attempts", "Fetcher", "Requeue", "Retired", "Stop"]
@@ -138,10 +138,10 @@ class Attempts:
         if paused and self.leave_paused:
             raise Requeue(self.policy.increment(error)) from None
         self.check()
-        policy = self.policy.increment(error)
         clock = self.fetcher.clock
-        self._sleep(policy.delay(error, now=clock.wall(), rand=clock.rand))
-        self.policy = policy
+        self.policy = wait_before_retry(
+            self.policy, error, sleep=self._sleep, clock=clock.wall, rand=clock.rand
+        )
         self.check()
 
     # -- inside -----------------------------------------------------------------------------
