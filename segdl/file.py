@@ -1,11 +1,11 @@
 """The download engine: one file from its first answer to a committed file.
 
 Data flow: `RemoteInfo` (from a HEAD probe, or from the first GET of a batch item, which also
-carries the body) -> segments (a fresh plan, or what the control file says is missing) -> a
-`Job` offered to the run's `Scheduler`, whose shared workers stream ranges into the `.part` file
-at their own offsets -> the driver (the thread that called `run`) samples counters for the
-listener and saves the control file -> every byte accounted for -> checksum -> `os.replace`
-onto the final name -> control file removed.
+carries the body) -> segments (a fresh plan, or what the control file says is missing) ->
+`FileRanges` offered to the run's `Scheduler`, whose shared workers stream ranges into the
+`.part` file at their own offsets -> the driver (the thread that called `run`) samples
+counters for the listener and saves the control file -> every byte accounted for -> checksum
+-> `os.replace` onto the final name -> control file removed.
 
 Workers never call the listener, never log and take one uncontended lock per read buffer (to
 move their position past the bytes they just wrote, so that a thief never takes bytes twice).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,15 @@ from .core.clock import Clock, page_buffer, thread_buffer
 from .core.control import Control
 from .core.destination import Target, settle
 from .core.events import StartInfo, TransferListener
+from .core.fetch import Attempts, Fetcher, Requeue, Retired, Stop
 from .core.http.transport import Body, Transport
-from .core.job import Job, Segment, Stop
+from .core.job import FileRanges, Segment
 from .core.options import Options
 from .core.probe import RemoteInfo, info_from_first, probe_remote
-from .core.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
-from .core.scheduler import Halted, HostKey, Paused, Scheduler, host_key
+from .core.retry import RetryPolicy
+from .core.scheduler import Scheduler
 from .core.sink import ALIGN, PartFile, companions, direct_io_suitable, free_space
-from .core.urls import NO_ORIGIN
+from .core.urls import origin
 from .core.verify import Checksum, file_digest, server_digest
 from .errors import (
     HTTPStatusError,
@@ -44,7 +44,6 @@ from .errors import (
     ProtocolViolation,
     RemoteChangedError,
     SegdlError,
-    TransferError,
     TruncatedError,
 )
 
@@ -100,13 +99,7 @@ def _skipped(path: Path, info: RemoteInfo) -> Result:
     )
 
 
-class Requeue(Exception):
-    """`fetch_first`'s host asked for a pause: run the item again later, with `policy` (the
-    retries it has left), rather than wait in this thread."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        super().__init__("host paused")
-        self.policy = policy
+__all__ = ["Engine", "Requeue", "Result", "download_file"]
 
 
 @dataclass
@@ -152,18 +145,16 @@ class Engine:
             buffer_factory=lambda: page_buffer(options.buffer_size),
             monotonic=self.clock.monotonic,
         )
+        self.fetcher = Fetcher(self.scheduler, self.clock, cancel=self.cancel)
         # Set when the current job must stop (an error, or the caller's cancel); new per job.
         self._halt = threading.Event()
-        self.sleep = self.clock.sleep or self._interruptible_sleep
         self.retry = RetryPolicy(total=options.retries)
         self.warnings: list[str] = []
         self._warned: set[str] = set()
         self._count_lock = threading.Lock()
         self._fetched = 0
-        self._host: HostKey = NO_ORIGIN  # the host of the ranges (set with the job)
-        # The first GET of a batch item: its open body and the slot it holds, until used.
+        # The first GET of a batch item: its open body (which holds its slot), until used.
         self._first: Body | None = None
-        self._first_slot: HostKey | None = None
         self.attempts = 0  # requests that opened a body or failed (for reports)
         self.http_status: int | None = None  # status of the last answer with a body
 
@@ -230,37 +221,25 @@ class Engine:
         With `requeue`, a host that asks for a pause (429/503 with Retry-After), or is paused,
         raises `Requeue` instead of waiting here: the caller's thread can serve other hosts.
         """
-        policy = self.retry
-        key = host_key(url)
-        while True:
-            if self.cancel.is_set():
-                raise Interrupted("interrupted")
+        final_url = url
+
+        def send() -> Body:
+            nonlocal final_url
+            self.attempts += 1
             try:
-                self.scheduler.acquire(key, self.cancel, leave_paused=requeue)
-            except Halted:
-                raise Interrupted("interrupted") from None
-            except Paused:
-                raise Requeue(policy) from None
-            try:
-                self.attempts += 1
                 body, final_url = self.transport.open_first(url, accept=self.options.accept)
-            except (NetworkError, HTTPStatusError) as exc:
-                self.scheduler.release(key)
-                if isinstance(exc, HTTPStatusError):
-                    self.http_status = exc.status
-                if self._refused(policy, exc, key) and requeue:
-                    raise Requeue(policy.increment(exc)) from None
-                policy = wait_before_retry(
-                    policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
-                )
-                continue
-            except BaseException:
-                self.scheduler.release(key)
+            except HTTPStatusError as exc:
+                self.http_status = exc.status
                 raise
-            break
-        self.scheduler.succeeded(key)
+            return body
+
+        tries = self.fetcher.attempts(origin(url), self.retry, leave_paused=requeue)
+        try:
+            body = tries.open(send)
+        except Stop:
+            raise Interrupted("interrupted") from None
         self.http_status = body.status
-        self._first, self._first_slot = body, key
+        self._first = body
         try:
             info = info_from_first(url, final_url, body)
             final = resolve(info)
@@ -277,13 +256,10 @@ class Engine:
         return body
 
     def _drop_first(self) -> None:
-        """Close an unused first body and give its slot back (idempotent)."""
+        """Close an unused first body, which gives its slot back (idempotent)."""
         body = self._take_first()
         if body is not None:
             body.close()
-        key, self._first_slot = self._first_slot, None
-        if key is not None:
-            self.scheduler.release(key)
 
     def _transfer(
         self, info: RemoteInfo, final: Path
@@ -329,29 +305,11 @@ class Engine:
 
     def probe(self, url: str) -> RemoteInfo:
         """Probe `url`, retrying network errors and retryable statuses like any request."""
-        policy = self.retry
-        key = host_key(url)
-        while True:
-            try:
-                with self.scheduler.slot(key, self.cancel):
-                    return probe_remote(self.transport, url)
-            except Halted:
-                raise Interrupted("interrupted") from None
-            except (NetworkError, HTTPStatusError) as exc:
-                policy = self._wait(policy, exc, key)
-                if self.cancel.is_set():
-                    raise Interrupted("interrupted") from None
-
-    def _interruptible_sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while not self._halt.is_set():
-            if self.cancel.is_set():
-                self._halt.set()
-                return
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self._halt.wait(min(left, _TICK))
+        tries = self.fetcher.attempts(origin(url), self.retry)
+        try:
+            return tries.call(lambda: probe_remote(self.transport, url))
+        except Stop:
+            raise Interrupted("interrupted") from None
 
     def warn(self, message: str) -> None:
         if message not in self._warned:
@@ -392,16 +350,15 @@ class Engine:
         part: PartFile,
         segments: list[Segment],
         workers: int,
-        work: Callable[[Job, Segment, memoryview], None],
+        work: Callable[[FileRanges, Segment, memoryview], None],
         *,
         stealable: bool = True,
-    ) -> Job:
-        self._host = host_key(info.final_url)
-        job = Job(
+    ) -> FileRanges:
+        job = FileRanges(
             info,
             part,
             segments,
-            host=self._host,
+            host=origin(info.final_url),
             max_workers=workers,
             min_split=self.options.min_split,
             work=work,
@@ -438,7 +395,7 @@ class Engine:
         if info.validators.empty:
             control.discard()  # without a validator a resume could splice two versions
             return part, segments, None
-        control.start(Job(info, part, segments))
+        control.start(FileRanges(info, part, segments))
         return part, segments, control
 
     def _check_space(self, directory: Path, size: int) -> None:
@@ -452,11 +409,13 @@ class Engine:
                 f"{free} are available"
             )
 
-    def _work_segment(self, job: Job, seg: Segment, buffer: memoryview) -> None:
+    def _work_segment(self, job: FileRanges, seg: Segment, buffer: memoryview) -> None:
         """One claimed range, on a scheduler worker that holds a slot for the job's host."""
         began, first = self.clock.monotonic(), seg.pos
-        if not self._fetch_segment(job, seg, buffer):
-            # Retired: the server refused one connection too many; the file keeps the others.
+        try:
+            self._fetch_segment(job, seg, buffer)
+        except Retired:
+            # The server refused one connection too many; the file keeps the others.
             with job.lock:
                 job.max_workers = max(1, job.workers - 1)
             return
@@ -465,60 +424,55 @@ class Engine:
             self.transport.reconnect()
 
     def _fetch_segment(
-        self, job: Job, seg: Segment, buffer: memoryview, body: Body | None = None
-    ) -> bool:
-        """Stream `seg` to the end; False when this worker retires instead.
+        self, job: FileRanges, seg: Segment, buffer: memoryview, body: Body | None = None
+    ) -> None:
+        """Stream `seg` to the end; raises Retired when this worker leaves instead.
 
-        `body`, when given, is the open first answer of the file (`bytes=0-`): it is read up
-        to the segment's stop and then dropped with its connection.
+        `body`, when given, is the open first answer of the file (`bytes=0-`), holding the slot
+        taken for it: it is read up to the segment's stop and then dropped with its connection
+        (a request for the rest of the range then takes a slot of its own).
         """
         info = job.info
-        assert info.size is not None
-        policy = self.retry
-        while True:
-            if body is not None and (self._halt.is_set() or self.cancel.is_set()):
-                body.close()  # the first answer, open when the stop came
-            self._check_cancel()
-            pos, stop = seg.pos, seg.stop
-            if pos >= stop:
-                if body is not None:
-                    body.close()
-                return True
-            first = body is not None
-            if body is None:
-                try:
-                    self.attempts += 1
-                    # Lean: a batch that stops cuts a request still waiting for its answer.
-                    body = self.transport.open_range(
-                        info.final_url,
-                        pos,
-                        stop,
-                        total=info.size,
-                        validators=info.validators,
-                        lean=True,
-                    )
-                except (NetworkError, HTTPStatusError) as exc:
-                    if self._should_retire(job, exc):
-                        return False
-                    policy = self._backoff(policy, exc)
-                    continue
-                self.scheduler.succeeded(job.host)
-            with job.lock:
-                job.streaming += 1
-                seg.opened(self.clock.monotonic())
-            try:
-                self._pump(seg, body, buffer, job.part)
-                if seg.pos >= stop and not first:
-                    body.check_no_more()
-            except NetworkError as exc:
-                if seg.pos > pos:
-                    policy = policy.reset()
-                policy = self._backoff(policy, exc)
-            finally:
-                body.close()
-                body = None
+        size = info.size
+        assert size is not None
+        tries = self._attempts(job, held=body is None)
+        stop = seg.stop
+
+        def send() -> Body:
+            nonlocal stop
+            self.attempts += 1
+            stop = seg.stop
+            # Lean: a batch that stops cuts a request still waiting for its answer.
+            return self.transport.open_range(
+                info.final_url, seg.pos, stop, total=size, validators=info.validators, lean=True
+            )
+
+        try:
+            while True:
+                tries.check()
+                pos = seg.pos
+                if pos >= seg.stop:
+                    return
+                first = body is not None
+                if body is None:
+                    body = tries.open(send, retire=lambda exc: self._should_retire(job, exc))
                 with job.lock:
-                    job.streaming -= 1
+                    job.streaming += 1
+                    seg.opened(self.clock.monotonic())
+                try:
+                    self._pump(seg, body, buffer, job.part)
+                    if seg.pos >= stop and not first:
+                        body.check_no_more()
+                except NetworkError as exc:
+                    tries.failed(exc, progressed=seg.pos > pos)
+                finally:
+                    body.close()
+                    body = None
+                    with job.lock:
+                        job.streaming -= 1
+        finally:
+            if body is not None:
+                body.close()  # the first answer, open when the stop came
 
     def _pump(self, seg: Segment, body: Body, buffer: memoryview, part: PartFile) -> None:
         # The hot loop: reads fill the reused buffer, and one positional write empties it when
@@ -567,7 +521,7 @@ class Engine:
             with self._count_lock:
                 self._fetched += end - pos
 
-    def _should_retire(self, job: Job, exc: TransferError) -> bool:
+    def _should_retire(self, job: FileRanges, exc: SegdlError) -> bool:
         """Give up this connection when the server refuses extra ones but others are working."""
         if not (isinstance(exc, HTTPStatusError) and exc.status in (429, 503)):
             return False
@@ -577,37 +531,9 @@ class Engine:
         self.warn("the server refused some connections; going on with fewer")
         return True
 
-    def _wait(
-        self, policy: RetryPolicy, exc: SegdlError, host: HostKey | None = None
-    ) -> RetryPolicy:
-        """Count `exc` against `policy` (raising it when exhausted) and sleep before the retry.
-
-        A 429 or 503 also tells the scheduler, which slows that host (not the others).
-        """
-        self._refused(policy, exc, host or self._host)
-        return wait_before_retry(
-            policy, exc, sleep=self.sleep, clock=self.clock.wall, rand=self.clock.rand
-        )
-
-    def _refused(self, policy: RetryPolicy, exc: SegdlError, host: HostKey) -> bool:
-        """Tell the scheduler of a 429 or 503; True when the host is now paused."""
-        if not (isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES):
-            return False
-        delay = parse_retry_after(exc.retry_after, self.clock.wall())
-        if delay is not None:
-            delay = min(delay, policy.retry_after_max)  # as long as the retry would wait
-        self.scheduler.refused(host, delay)
-        return delay is not None and delay > 0
-
-    def _backoff(self, policy: RetryPolicy, exc: SegdlError) -> RetryPolicy:
-        self._check_cancel()
-        policy = self._wait(policy, exc)
-        self._check_cancel()
-        return policy
-
-    def _check_cancel(self) -> None:
-        if self._halt.is_set() or self.cancel.is_set():
-            raise Stop
+    def _attempts(self, job: FileRanges, *, held: bool) -> Attempts:
+        """The tries of one of the job's requests; `held`: on a worker's slot."""
+        return self.fetcher.attempts(job.host, self.retry, halt=job.halt, held=held)
 
     # -- single stream --------------------------------------------------------------------------
     def _run_stream(self, info: RemoteInfo, final: Path) -> tuple[PartFile, int, int]:
@@ -647,48 +573,48 @@ class Engine:
         return part, 0, 1
 
     def _stream_worker(
-        self, job: Job, seg: Segment, buffer: memoryview, first: Body | None = None
+        self, job: FileRanges, seg: Segment, buffer: memoryview, first: Body | None = None
     ) -> None:
+        """The single stream, on a worker's slot, or from `first` (the open first answer,
+        holding its own slot: a request after it then takes a slot of its own)."""
         info = job.info
-        policy = self.retry
+        tries = self._attempts(job, held=first is None)
+        offset = 0
+
+        def send() -> Body:
+            self.attempts += 1
+            return self.transport.open_stream(info.final_url, offset, validators=info.validators)
+
         body = first
-        while True:
-            if body is not None and (self._halt.is_set() or self.cancel.is_set()):
-                body.close()  # the first answer, open when the stop came
-            self._check_cancel()
-            # Continue where a broken stream stopped only if the server proved it can.
-            offset = seg.pos if info.ranges else 0
-            seg.pos = offset
-            if body is None:
-                try:
-                    self.attempts += 1
-                    body = self.transport.open_stream(
-                        info.final_url, offset, validators=info.validators
+        try:
+            while True:
+                tries.check()
+                # Continue where a broken stream stopped only if the server proved it can.
+                offset = seg.pos if info.ranges else 0
+                seg.pos = offset
+                if body is None:
+                    body = tries.open(send)
+                expected = None if body.length is None else offset + body.length
+                if info.size is not None and expected not in (None, info.size):
+                    raise RemoteChangedError(
+                        f"the server now announces {expected} bytes instead of {info.size}"
                     )
-                except (NetworkError, HTTPStatusError) as exc:
-                    policy = self._backoff(policy, exc)
-                    continue
-            expected = None if body.length is None else offset + body.length
-            if info.size is not None and expected not in (None, info.size):
-                body.close()
-                raise RemoteChangedError(
-                    f"the server now announces {expected} bytes instead of {info.size}"
-                )
-            try:
-                with job.lock:
-                    job.streaming += 1
-                self._pump_stream(seg, body, buffer, job.part, info.size)
-                seg.stop = seg.pos  # a stream of unknown length is complete where it ended
-                return
-            except NetworkError as exc:
-                if seg.pos > offset:
-                    policy = policy.reset()
-                policy = self._backoff(policy, exc)
-            finally:
-                body.close()
-                body = None
-                with job.lock:
-                    job.streaming -= 1
+                try:
+                    with job.lock:
+                        job.streaming += 1
+                    self._pump_stream(seg, body, buffer, job.part, info.size)
+                    seg.stop = seg.pos  # a stream of unknown length is complete where it ended
+                    return
+                except NetworkError as exc:
+                    tries.failed(exc, progressed=seg.pos > offset)
+                finally:
+                    body.close()
+                    body = None
+                    with job.lock:
+                        job.streaming -= 1
+        finally:
+            if body is not None:
+                body.close()  # the first answer, open when the stop came, or a changed one
 
     def _pump_stream(
         self, seg: Segment, body: Body, buffer: memoryview, part: PartFile, size: int | None
@@ -716,7 +642,7 @@ class Engine:
     # -- the driver -----------------------------------------------------------------------------
     def _drive(
         self,
-        job: Job,
+        job: FileRanges,
         control: Control | None,
         own: Segment | None = None,
         first: Body | None = None,
@@ -743,7 +669,7 @@ class Engine:
         finally:
             self.scheduler.remove_job(job)
 
-    def _finish_job(self, job: Job, control: Control | None) -> None:
+    def _finish_job(self, job: FileRanges, control: Control | None) -> None:
         """Wait for the job's end; raise its error (after saving what can be resumed)."""
         interval = self.options.save_interval
         next_save = self.clock.monotonic() + interval
@@ -755,8 +681,8 @@ class Engine:
                     control.save(job)
                     next_save = self.clock.monotonic() + interval
                 if self.cancel.is_set():
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
+                    raise Stop
+        except (Stop, KeyboardInterrupt):  # the caller's cancel, or Ctrl-C in this thread
             job.halt.set()
             self.scheduler.wake()
             job.wait_done(1.0)

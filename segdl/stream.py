@@ -21,21 +21,21 @@ import io
 import mmap
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core.clock import Clock
 from .core.events import StartInfo, TransferListener
+from .core.fetch import Attempts, Fetcher, Stop
 from .core.http.transport import Body, Transport
 from .core.options import Options
 from .core.probe import RemoteInfo, probe_remote
-from .core.retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
-from .core.scheduler import Scheduler, host_key
+from .core.retry import RetryPolicy
+from .core.scheduler import Scheduler
+from .core.urls import origin
 from .core.verify import server_digest
 from .errors import (
-    HTTPStatusError,
     IntegrityError,
     Interrupted,
     NetworkError,
@@ -99,7 +99,7 @@ class _Claim:
 
 class _StreamJob:
     """The pieces of one stream: the state its reader (a `RemoteFile`) shares with the
-    scheduler's workers, and the workers' side of it (a `RangeJob`).
+    scheduler's workers, and the workers' side of it (its `RangeWork`).
 
     It holds no reference to its `RemoteFile`, and nothing of the workers' holds the
     `RemoteFile` either: a file object dropped unclosed is freed at once, in the thread that
@@ -125,9 +125,10 @@ class _StreamJob:
         self.size = info.size
         self.scheduler = scheduler
         self.clock = clock
+        self.fetcher = Fetcher(scheduler, clock)
         self.window = window
         self.piece = piece_size(window, options.connections, info.size)
-        self.host = host_key(info.final_url)
+        self.host = origin(info.final_url)
         self.max_workers = options.connections
         self.workers = 0
         self.halt = threading.Event()
@@ -143,7 +144,7 @@ class _StreamJob:
         self.fetched = 0
         self.hedges = 0
 
-    # -- the scheduler's side (RangeJob) ----------------------------------------------------------
+    # -- the scheduler's side (RangeWork) ---------------------------------------------------------
     def wants_worker(self) -> bool:
         return not self.halt.is_set() and self._has_work(time.monotonic())
 
@@ -156,7 +157,7 @@ class _StreamJob:
         assert isinstance(claim, _Claim)
         try:
             self._fetch_piece(claim)
-        except _Abandon:
+        except Stop:
             pass
         except SegdlError as exc:
             if claim.hedge and not isinstance(exc, RemoteChangedError):
@@ -261,34 +262,36 @@ class _StreamJob:
     # -- the workers' side ----------------------------------------------------------------------
     def _fetch_piece(self, claim: _Claim) -> None:
         piece = claim.piece
-        if self.halt.is_set() or self.size is None:  # closed, or fell back to a plain stream
-            raise _Abandon
+        size = self.size
+        if self.halt.is_set() or size is None:  # closed, or fell back to a plain stream
+            raise Stop
         with self.lock:
             if claim.hedge:
                 data = self._allocate(piece.stop - piece.start)
                 got = 0
             else:
                 if piece.data is None:  # a seek left it behind before this worker began
-                    raise _Abandon
+                    raise Stop
                 data, got = piece.data, piece.filled
         view = memoryview(data)
         length = piece.stop - piece.start
-        policy = RetryPolicy(total=self.options.retries)
+        tries = self.attempts(halt=self.halt, held=True)
+
+        def send() -> Body:
+            self._check_wanted(piece)
+            return self.transport.open_range(
+                self.info.final_url,
+                piece.start + got,
+                piece.stop,
+                total=size,
+                validators=self.info.validators,
+                lean=True,
+            )
+
         try:
             while got < length:
                 self._check_wanted(piece)
-                try:
-                    body = self.transport.open_range(
-                        self.info.final_url,
-                        piece.start + got,
-                        piece.stop,
-                        total=self.size,
-                        validators=self.info.validators,
-                        lean=True,
-                    )
-                except (NetworkError, HTTPStatusError) as exc:
-                    policy = self.wait(policy, exc, self.halt)
-                    continue
+                body = tries.open(send)
                 with self.lock:
                     self.bodies.add(body)
                 before = got
@@ -306,9 +309,7 @@ class _StreamJob:
                         self._check_wanted(piece)
                     body.check_no_more()
                 except NetworkError as exc:
-                    if got > before:
-                        policy = policy.reset()
-                    policy = self.wait(policy, exc, self.halt)
+                    tries.failed(exc, progressed=got > before)
                 finally:
                     with self.lock:
                         self.bodies.discard(body)
@@ -340,22 +341,13 @@ class _StreamJob:
 
     def _check_wanted(self, piece: _Piece) -> None:
         if piece.state == _DONE or piece.dropped or self.halt.is_set():
-            raise _Abandon
+            raise Stop
 
-    def wait(
-        self, policy: RetryPolicy, exc: Exception, halt: threading.Event | None = None
-    ) -> RetryPolicy:
-        """Wait before retrying after `exc` (a worker: until `halt`, then it leaves)."""
-        if isinstance(exc, HTTPStatusError) and exc.status in RETRY_AFTER_STATUSES:
-            delay = parse_retry_after(exc.retry_after, self.clock.wall())
-            self.scheduler.refused(self.host, delay)
-        sleep: Callable[[float], object] = self.clock.sleep or (halt or threading.Event()).wait
-        policy = wait_before_retry(
-            policy, exc, sleep=sleep, clock=self.clock.wall, rand=self.clock.rand
-        )
-        if halt is not None and halt.is_set():
-            raise _Abandon
-        return policy
+    def attempts(self, *, halt: threading.Event | None, held: bool) -> Attempts:
+        """The tries of one request of this stream (a piece's, on a worker's slot; the plain
+        stream's, on a slot of its own)."""
+        policy = RetryPolicy(total=self.options.retries)
+        return self.fetcher.attempts(self.host, policy, halt=halt, held=held)
 
     def fail(self, exc: BaseException) -> None:
         with self.lock:
@@ -368,10 +360,6 @@ class _StreamJob:
         # Out of the workers' reach: the error, once the reader raises it, holds the reader's
         # frames, and so its RemoteFile, which nothing of the workers may keep alive.
         self.scheduler.remove_job(self)
-
-
-class _Abandon(Exception):
-    """A worker leaves a piece that is no longer wanted (internal)."""
 
 
 class RemoteFile(io.RawIOBase):
@@ -406,7 +394,6 @@ class RemoteFile(io.RawIOBase):
         self.scheduler = scheduler or Scheduler(
             max_connections=options.connections,
             per_host=options.connections,
-            buffer_factory=lambda: memoryview(bytearray(0)),
             monotonic=self.clock.monotonic,
         )
         self._job = _StreamJob(
@@ -415,7 +402,6 @@ class RemoteFile(io.RawIOBase):
         self._ranges = False  # the job is the scheduler's: its workers fetch the pieces
         self._single: Body | None = None
         self._single_pos = 0  # the byte the plain stream gives next
-        self._single_slot = False
         self._checks = [c for c in (options.checksum, server_digest(info.digest)) if c]
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]
         self._sequential = start == 0  # no seek yet: the digests cover every byte
@@ -620,33 +606,24 @@ class RemoteFile(io.RawIOBase):
             )
 
     def _open_single(self) -> None:
-        key = host_key(self.info.final_url)
-        policy = RetryPolicy(total=self.options.retries)
-        while True:
-            try:
-                self.scheduler.acquire(key)
-                self._single_slot = True
-                self._single = self.transport.open_stream(
-                    self.info.final_url, 0, validators=self.info.validators
-                )
-                self._single_pos = 0
-                if self.size is not None and self._single.length not in (None, self.size):
-                    raise RemoteChangedError(
-                        f"the server now announces {self._single.length} bytes instead of "
-                        f"{self.size}"
-                    )
-                return
-            except (NetworkError, HTTPStatusError) as exc:
-                self._close_single()
-                policy = self._job.wait(policy, exc)
+        """The plain stream, on a slot of its own (its body gives it back when closed)."""
+        tries = self._job.attempts(halt=None, held=False)
+        body = tries.open(
+            lambda: self.transport.open_stream(
+                self.info.final_url, 0, validators=self.info.validators
+            )
+        )
+        if self.size is not None and body.length not in (None, self.size):
+            body.close()
+            raise RemoteChangedError(
+                f"the server now announces {body.length} bytes instead of {self.size}"
+            )
+        self._single, self._single_pos = body, 0
 
     def _close_single(self) -> None:
         body, self._single = self._single, None
         if body is not None:
             body.close()
-        if self._single_slot:
-            self._single_slot = False
-            self.scheduler.release(host_key(self.info.final_url))
 
     def _at_end(self) -> None:
         """Every byte was read: check the digests over them (when read from 0, in order)."""
@@ -688,22 +665,18 @@ def open_remote(
 ) -> RemoteFile:
     """Probe the remote file (HEAD, or a one-byte GET) and open it as a `RemoteFile`."""
     clock = clock or Clock()
-    policy = RetryPolicy(total=options.retries)
     url = transport.url
-    while True:
-        if cancel is not None and cancel.is_set():
-            raise Interrupted("interrupted")
-        try:
-            info = probe_remote(transport, url)
-            break
-        except (NetworkError, HTTPStatusError) as exc:
-            policy = wait_before_retry(
-                policy,
-                exc,
-                sleep=clock.sleep or (cancel or threading.Event()).wait,
-                clock=clock.wall,
-                rand=clock.rand,
-            )
+    # The probe's own slot: no stream of this scheduler is open yet, so it never waits for one.
+    scheduler = Scheduler(max_connections=1, per_host=1, monotonic=clock.monotonic)
+    tries = Fetcher(scheduler, clock, cancel=cancel).attempts(
+        origin(url), RetryPolicy(total=options.retries)
+    )
+    try:
+        info = tries.call(lambda: probe_remote(transport, url))
+    except Stop:
+        raise Interrupted("interrupted") from None
+    finally:
+        scheduler.close()
     return RemoteFile(transport, info, options, window=window, listener=listener, clock=clock)
 
 

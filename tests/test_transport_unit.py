@@ -20,7 +20,7 @@ from segdl.core.http.transport import (
     translate,
     translated,
 )
-from segdl.core.urls import Origin, check_url, origin
+from segdl.core.urls import check_url, origin
 from segdl.errors import (
     ConnectError,
     HTTPStatusError,
@@ -115,14 +115,6 @@ def test_check_url_rejects(url: str) -> None:
 )
 def test_origin(url: str, expected: tuple[str, str, int]) -> None:
     assert origin(url) == expected
-
-
-def test_origin_is_the_scheduler_host_key() -> None:
-    """One origin type: the scheduler's host key is the transport's and the lean layer's."""
-    from segdl.core.scheduler import HostKey, host_key
-
-    assert HostKey is Origin and host_key is origin
-    assert origin("https://Example.com/x").host == "example.com"
 
 
 def test_origin_default_port_equals_explicit() -> None:

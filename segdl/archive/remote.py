@@ -40,24 +40,19 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..core.clock import Clock
 from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
+from ..core.fetch import Fetcher
 from ..core.http.transport import Transport
 from ..core.options import Options, options_from
 from ..core.probe import RemoteInfo, probe_remote
-from ..core.retry import RetryPolicy, wait_before_retry
+from ..core.retry import RetryPolicy
+from ..core.scheduler import Scheduler
 from ..core.sink import NOFOLLOW, destination_error
-from ..core.urls import check_url
+from ..core.urls import check_url, origin
 from ..core.verify import Checksum, server_digest
-from ..errors import (
-    DestinationError,
-    HTTPStatusError,
-    NetworkError,
-    RangeIgnoredError,
-    TransferError,
-    TruncatedError,
-    UsageError,
-)
+from ..errors import DestinationError, RangeIgnoredError, TruncatedError, UsageError
 from ..file import download_file
 from ..stream import WINDOW_DEFAULT, RemoteFile
 from . import record
@@ -271,11 +266,16 @@ class _Job:
 
     def run(self) -> RemoteExtractResult:
         transport = Transport(self.url, self.options)
+        # The probe's and the ranged GETs' slots (each stream has its own scheduler).
+        connections = self.options.connections
+        scheduler = Scheduler(max_connections=connections, per_host=connections)
+        self.fetcher = Fetcher(scheduler, Clock())
         try:
             result = self._run(transport)
         finally:
             for stream in self.streams:
                 stream.close()
+            scheduler.close()
             transport.close()
         if not self.already:
             self._record(result)
@@ -308,7 +308,7 @@ class _Job:
             if not self.plan.overwrite:  # some are missing: what it wrote may be replaced
                 self.overwrite = frozenset(path for path, _ in previous.paths)
         if info.segmentable and info.size:
-            meta = _Ranges(transport, info, self.options.retries)
+            meta = _Ranges(self.fetcher, transport, info, self._policy())
             try:
                 head = meta(0, min(DETECT_SIZE, info.size))
             except RangeIgnoredError:
@@ -330,12 +330,11 @@ class _Job:
 
     def _probe(self, transport: Transport) -> RemoteInfo:
         """HEAD (or a one-byte GET), retried as the stream's own probe is."""
-        policy = RetryPolicy(total=self.options.retries)
-        while True:
-            try:
-                return probe_remote(transport, self.url)
-            except (NetworkError, HTTPStatusError) as exc:
-                policy = wait_before_retry(policy, exc, sleep=time.sleep, clock=time.time)
+        tries = self.fetcher.attempts(origin(self.url), self._policy())
+        return tries.call(lambda: probe_remote(transport, self.url))
+
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(total=self.options.retries)
 
     def _open(
         self,
@@ -525,12 +524,15 @@ class _Ranges:
     """Exact ranged GETs of the remote file (the head, the zip's tail and directory): one
     request each, retried as the engine retries (failures without progress)."""
 
-    def __init__(self, transport: Transport, info: RemoteInfo, retries: int) -> None:
+    def __init__(
+        self, fetcher: Fetcher, transport: Transport, info: RemoteInfo, policy: RetryPolicy
+    ) -> None:
         assert info.size is not None
+        self.fetcher = fetcher
         self.transport = transport
         self.info = info
         self.size = info.size
-        self.retries = retries
+        self.policy = policy
         self.fetched = 0
         self.whole: bytes | None = None  # the whole file, when one request asked for all of it
         self._last = (0, b"")  # the last range fetched: the head holds a tiny zip's tail
@@ -545,17 +547,12 @@ class _Ranges:
             if offset == 0 and stop == self.size:
                 self.whole = data
             return data
-        policy = RetryPolicy(total=self.retries)
-        while True:
-            try:
-                data = self._get(offset, stop)
-            except TransferError as exc:
-                policy = wait_before_retry(policy, exc, sleep=time.sleep, clock=time.time)
-            else:
-                self._last = (offset, data)
-                if offset == 0 and stop == self.size:
-                    self.whole = data
-                return data
+        tries = self.fetcher.attempts(origin(self.info.final_url), self.policy)
+        data = tries.call(lambda: self._get(offset, stop))
+        self._last = (offset, data)
+        if offset == 0 and stop == self.size:
+            self.whole = data
+        return data
 
     def _get(self, start: int, stop: int) -> bytes:
         body = self.transport.open_range(

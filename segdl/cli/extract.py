@@ -37,15 +37,7 @@ from ..core.sink import destination_error
 from ..core.units import human_size, plural
 from ..core.verify import Checksum
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
-from .common import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Warnings,
-    after_bar,
-    matched,
-)
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Warnings, after_bar, matched
 
 # The longest first: ".tar.gz" before ".gz".
 ARCHIVE_SUFFIXES = (

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import DestinationError
 from . import state
 from .http.transport import Validators
-from .job import Job, Segment
+from .job import FileRanges, Segment
 from .probe import RemoteInfo
 from .sink import PartFile, companions
 
@@ -44,7 +44,7 @@ class Control:
     def discard(self) -> None:
         state.discard(self.path)
 
-    def start(self, job: Job) -> None:
+    def start(self, job: FileRanges) -> None:
         """A fresh plan: nothing written yet, saved at once."""
         self._durable = tuple((s.start, s.start, s.stop) for s in job.segments)
         self.save(job, sync=False)
@@ -96,7 +96,7 @@ class Control:
         warn(f"cannot resume: {reason}; starting from zero")
         return None
 
-    def save(self, job: Job, *, sync: bool | None = None) -> None:
+    def save(self, job: FileRanges, *, sync: bool | None = None) -> None:
         """Save the control file; `sync` True flushes the data first, None does when it is due.
 
         The snapshot is taken before the flush, so the durable view never counts a byte the

@@ -1,9 +1,10 @@
 """One remote file's ranges, who owns them, and how far each got.
 
-A `Job` is what the scheduler's shared workers serve: it hands out an unowned range, or cuts
-the tail off the range that needs the longest still (work stealing), runs the engine's fetch
-for it, and records the first fatal error. It knows nothing of threads' origin, of HTTP or of
-where the bytes go: the engine's `work` callable does the fetching and writing.
+`FileRanges` is the range work the scheduler's shared workers serve for one file: it hands out
+an unowned range, or cuts the tail off the range that needs the longest still (work stealing),
+runs the engine's fetch for it, and records the first fatal error. It knows nothing of threads'
+origin, of HTTP or of where the bytes go: the engine's `work` callable does the fetching and
+writing.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from collections.abc import Callable
 
 from . import plan
 from .probe import RemoteInfo
-from .scheduler import HostKey
+from .scheduler import Stop
 from .sink import ALIGN, PartFile
-from .urls import NO_ORIGIN
+from .urls import NO_ORIGIN, Origin
 
 _STEAL_MIN_SECONDS = 0.5  # steal only from a range that needs at least this long to finish
 _RATE_AFTER = 0.25  # seconds of data before a connection's rate counts
@@ -52,14 +53,10 @@ class Segment:
         return (self.pos - self.opened_pos) / (now - self.opened_at)
 
 
-class Stop(Exception):
-    """A worker leaves its range because the job was halted (internal)."""
+Work = Callable[["FileRanges", Segment, memoryview], None]
 
 
-Work = Callable[["Job", Segment, memoryview], None]
-
-
-class Job:
+class FileRanges:
     """One file's segments and the bookkeeping the workers share."""
 
     def __init__(
@@ -68,7 +65,7 @@ class Job:
         part: PartFile,
         segments: list[Segment],
         *,
-        host: HostKey = NO_ORIGIN,
+        host: Origin = NO_ORIGIN,
         max_workers: int = 1,
         min_split: int = 1,
         work: Work | None = None,

@@ -5,11 +5,11 @@ A *slot* is the right to have one request open to a host. The scheduler enforces
 answers 429/503 (never the other hosts'), and hands slots out first come, first served, so a
 busy host cannot starve the files of another.
 
-Range work comes from *range jobs* (one per file split into ranges, see `engine.Job`): a pool
-of `max_connections` worker threads, shared by every file of the run, takes an unowned range of
-any registered job whose host has a free slot, or else the tail of the slowest range of any
-job (work stealing across files). What a range's bytes mean (a file, later a stream) is the
-job's business, not the scheduler's.
+*Range work* (`RangeWork`: a file's ranges, `job.FileRanges`, or a stream's pieces) is served by
+a pool of `max_connections` worker threads, shared by every file of the run: a worker takes an
+unowned range of any registered range work whose host has a free slot, or else the tail of the
+slowest range (work stealing across files), and holds the slot while it serves the claim. What
+a range's bytes mean (a file, a stream) is the range work's business, not the scheduler's.
 """
 
 from __future__ import annotations
@@ -17,32 +17,33 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .urls import Origin, origin
-
-# A host as the scheduler counts it: its origin (the one type; these names are aliases).
-HostKey = Origin
-host_key = origin
+from .urls import Origin
 
 _IDLE_POLL = 0.1  # how often an idle worker looks again for a range worth stealing
 _RECOVER_AFTER = 2.0  # seconds without a refusal before a throttled host gets one more slot
 
 
-class Halted(Exception):
-    """Raised from `acquire` when the caller's halt event was set while it waited."""
+def _no_buffer() -> memoryview:
+    return memoryview(bytearray(0))
+
+
+class Stop(Exception):
+    """A wait or a request given up because its job halted or its caller cancelled (internal:
+    the job's public entry points raise `segdl.Interrupted`)."""
 
 
 class Paused(Exception):
     """Raised from `acquire(..., leave_paused=True)` when the host is paused by a 429/503."""
 
 
-class RangeJob(Protocol):
-    """What the scheduler needs of a file split into ranges."""
+class RangeWork(Protocol):
+    """What the scheduler needs of work split into ranges (a file's, a stream's pieces)."""
 
-    host: HostKey
+    host: Origin
     max_workers: int  # connections this file may use at once
     workers: int  # connections it uses now (counted by the scheduler)
 
@@ -77,14 +78,16 @@ class Scheduler:
         *,
         max_connections: int,
         per_host: int,
-        buffer_factory: Callable[[], memoryview],
+        buffer_factory: Callable[[], memoryview] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_connections < 1 or per_host < 1:
             raise ValueError("connection caps must be at least 1")
         self.max_connections = max_connections
         self.per_host = per_host
-        self._buffer_factory = buffer_factory
+        # The workers' read buffer; none when the range work reads into its own (a stream's
+        # pieces) or there is no range work (requests of their own only).
+        self._buffer_factory = buffer_factory or _no_buffer
         self._monotonic = monotonic
         # One lock; idle range workers wait on `_cond`, requests waiting for a slot on their
         # host's own condition: a freed slot wakes one waiter of that host, not every thread.
@@ -92,15 +95,15 @@ class Scheduler:
         self._cond = threading.Condition(self._lock)
         self._waiting = 0  # requests waiting for a slot, all hosts
         self._total = 0
-        self._hosts: dict[HostKey, _Host] = {}
-        self._jobs: list[RangeJob] = []
+        self._hosts: dict[Origin, _Host] = {}
+        self._jobs: list[RangeWork] = []
         self._next_job = 0
         self._workers: list[threading.Thread] = []
         self._idle = 0
         self._closed = False
 
     # -- slots --------------------------------------------------------------------------------
-    def _host(self, key: HostKey) -> _Host:
+    def _host(self, key: Origin) -> _Host:
         host = self._hosts.get(key)
         if host is None:
             host = self._hosts[key] = _Host(cap=self.per_host, cond=threading.Condition(self._lock))
@@ -113,15 +116,20 @@ class Scheduler:
             and (host.paused_until <= now)
         )
 
-    def _take_slot(self, key: HostKey, host: _Host) -> None:
+    def _take_slot(self, key: Origin, host: _Host) -> None:
         host.active += 1
         self._total += 1
 
     def acquire(
-        self, key: HostKey, halt: threading.Event | None = None, *, leave_paused: bool = False
+        self,
+        key: Origin,
+        stopped: Callable[[], bool] | None = None,
+        *,
+        leave_paused: bool = False,
     ) -> None:
-        """Wait for a slot of host `key`; raises Halted when `halt` is set meanwhile, and with
-        `leave_paused` Paused rather than wait out a pause of the host (now or meanwhile)."""
+        """Wait for a slot of host `key`; raises Stop when `stopped()` turns true meanwhile,
+        and with `leave_paused` Paused rather than wait out a pause of the host (now or
+        meanwhile)."""
         with self._lock:
             host = self._host(key)
             now = self._monotonic()
@@ -132,8 +140,8 @@ class Scheduler:
             self._waiting += 1
             try:
                 while True:
-                    if halt is not None and halt.is_set():
-                        raise Halted
+                    if stopped is not None and stopped():
+                        raise Stop
                     now = self._monotonic()
                     if self._free(host, now):
                         self._take_slot(key, host)
@@ -148,7 +156,7 @@ class Scheduler:
                 host.waiting -= 1
                 self._waiting -= 1
 
-    def release(self, key: HostKey) -> None:
+    def release(self, key: Origin) -> None:
         with self._lock:
             self._freed(self._hosts[key])
 
@@ -166,15 +174,7 @@ class Scheduler:
         if self._jobs:
             self._cond.notify()
 
-    @contextlib.contextmanager
-    def slot(self, key: HostKey, halt: threading.Event | None = None) -> Iterator[None]:
-        self.acquire(key, halt)
-        try:
-            yield
-        finally:
-            self.release(key)
-
-    def refused(self, key: HostKey, delay: float | None) -> None:
+    def refused(self, key: Origin, delay: float | None) -> None:
         """Host `key` answered 429/503: one slot fewer for it, and a pause of `delay` seconds."""
         with self._cond:
             host = self._host(key)
@@ -185,7 +185,7 @@ class Scheduler:
                 host.paused_until = max(host.paused_until, now + delay)
                 host.cond.notify_all()  # for those that leave rather than wait (leave_paused)
 
-    def succeeded(self, key: HostKey) -> None:
+    def succeeded(self, key: Origin) -> None:
         """A request to `key` went through: a throttled host slowly gets its slots back."""
         with self._cond:
             host = self._hosts.get(key)
@@ -198,7 +198,7 @@ class Scheduler:
                 host.cond.notify()
                 self._cond.notify()
 
-    def host_load(self, key: HostKey) -> tuple[int, int, float]:
+    def host_load(self, key: Origin) -> tuple[int, int, float]:
         """(requests open or waiting for a slot, cap, seconds left of its pause) of one host:
         how busy it is, and whether a request to it would have to wait out a 429/503."""
         with self._cond:
@@ -209,7 +209,7 @@ class Scheduler:
             return host.active + host.waiting, host.cap, pause
 
     # -- range jobs and their workers ---------------------------------------------------------
-    def add_job(self, job: RangeJob) -> None:
+    def add_job(self, job: RangeWork) -> None:
         """Offer a file's ranges to the shared workers (starting more workers if allowed)."""
         with self._cond:
             if self._closed:
@@ -224,7 +224,7 @@ class Scheduler:
                 thread.start()
             self._cond.notify_all()
 
-    def remove_job(self, job: RangeJob) -> None:
+    def remove_job(self, job: RangeWork) -> None:
         with self._cond:
             with contextlib.suppress(ValueError):
                 self._jobs.remove(job)
@@ -235,7 +235,7 @@ class Scheduler:
         with self._cond:
             self._cond.notify_all()
 
-    def _pick(self) -> tuple[RangeJob, object] | None:
+    def _pick(self) -> tuple[RangeWork, object] | None:
         """An unowned range or a stealable tail of some job whose host has a free slot."""
         jobs = self._jobs
         if not jobs:

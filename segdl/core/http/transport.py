@@ -15,7 +15,7 @@ import socket
 import ssl
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -208,6 +208,8 @@ class Body:
         if self._http is not None and not self._http.chunked and length is not None:
             self._direct = self._http.fp
         self._ended = False  # a body of unknown length reached its clean end
+        # Called once when the body is closed: gives back the slot its request took.
+        self.on_close: Callable[[], None] | None = None
 
     def readinto(self, view: memoryview) -> int:
         """Read up to len(view) body bytes; 0 only at the clean end of the body."""
@@ -258,19 +260,24 @@ class Body:
     def close(self) -> None:
         """Release the connection for the next request if the body was read to its end, else
         close it (a body abandoned mid-way cannot be skipped cheaply)."""
-        complete = self._ended or (self.length is not None and self.received == self.length)
-        if complete and self._http is not None:
-            try:
-                if self._direct is not None:
-                    # We read past http.client's own accounting: settle it, so that it closes
-                    # its file object (not the socket) as after any complete body.
-                    self._http.length = 0
-                    self._http.read()
-                if self._http.isclosed():
-                    self.response.raw.release_conn()
-            except (OSError, http.client.HTTPException):
-                pass  # then it is simply closed below
-        self.response.close()
+        try:
+            complete = self._ended or (self.length is not None and self.received == self.length)
+            if complete and self._http is not None:
+                try:
+                    if self._direct is not None:
+                        # We read past http.client's own accounting: settle it, so that it
+                        # closes its file object (not the socket) as after any complete body.
+                        self._http.length = 0
+                        self._http.read()
+                    if self._http.isclosed():
+                        self.response.raw.release_conn()
+                except (OSError, http.client.HTTPException):
+                    pass  # then it is simply closed below
+            self.response.close()
+        finally:
+            on_close, self.on_close = self.on_close, None
+            if on_close is not None:
+                on_close()
 
     def abort(self) -> None:
         """From another thread: make a read blocked in this body return at once (the
