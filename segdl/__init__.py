@@ -6,6 +6,32 @@
     >>> result = segdl.extract("https://example.org/data.zip", "data")  # doctest: +SKIP
 
 Errors derive from `segdl.SegdlError`; progress is observed with a `segdl.Listener`.
+
+Where to start reading. The layers, bottom first; each imports only from its own layer or
+below (tests/test_layers.py keeps it so):
+
+- `errors.py` (the exception tree), `_version.py`;
+- `core/`: what every job uses. `options.py` (one frozen Options), `urls.py` (Origin,
+  check_url), `retry.py` (the immutable RetryPolicy), `http/` (the transport: requests, and
+  kept-alive http.client connections in `lean.py`), `fetch.py` (THE seam every request goes
+  through: slot, request, retries, 429 reports, stop), `scheduler.py` (slots per host and in
+  all, the shared range workers), `probe.py`, `plan.py`, `job.py` (a file's ranges), `sink.py`
+  (the .part file, pwrite, O_DIRECT), `control.py` and `state.py` (resume), `verify.py`,
+  `naming.py`, `destination.py` (what stands at a path, if-exists), `events.py` (listeners),
+  `clock.py`, `units.py`;
+- the jobs: `file.py` (one file onto its .part), `stream.py` (ordered bytes through a bounded
+  window), then `batch/` (manifests, templates, journal, report, the run) and `archive/`
+  (safe extraction from a stream or from zip member ranges), then `cluster/` (a batch on Dask);
+- `api.py` (the thin public functions) and `bars.py` (tqdm bars); on top, `cli/` (one module
+  per command).
+
+The path of one byte: a scheduler worker holds a slot for a range claimed from a file's
+`FileRanges`; `fetch.Attempts` sent its ranged GET and checked the 206 before any body byte;
+the worker's hot loop `readinto`s one reused page-aligned buffer from the socket and `pwrite`s
+it at its offset in the preallocated `.part` (`sink.PartFile`); the control file records it;
+once every byte is in and verified, the `.part` is renamed onto the final name. A stream's
+pieces go to a bounded window read in order instead (an archive's tar reads that stream), and
+a batch item's first GET carries its small file whole.
 """
 
 from ._version import __version__

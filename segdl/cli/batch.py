@@ -33,7 +33,7 @@ _MAX_LISTED = 20  # failed items listed on stderr; the rest are counted
 
 def run_batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
     """A local batch (a cluster batch is `cli.cluster.run`)."""
-    extraction = None  # --extract: each archive extracted as it comes (archive/command.py)
+    extraction = None  # --extract: each archive extracted as it comes (cli/extract.py)
 
     def start(items: object, listener: BatchListener) -> Iterable[ItemResult]:
         nonlocal extraction
