@@ -74,8 +74,12 @@ class TqdmListener(TransferListener):
             return
         if total != bar.total:
             bar.total = total
-        bar.set_postfix_str(f"{connections} conn", refresh=False)
+        bar.set_postfix_str(self.postfix(connections), refresh=False)
         bar.update(done - bar.n)
+
+    def postfix(self, connections: int) -> str:
+        """What the bar shows after the rate (a subclass may show more)."""
+        return f"{connections} conn"
 
     def warning(self, message: str) -> None:
         line = f"segdl: warning: {message}"

@@ -28,6 +28,16 @@ class ItemResult:
     def ok(self) -> bool:
         return self.status != "failed"
 
+    def relative_path(self, directory: Path) -> str | None:
+        """The item's path relative to `directory` in POSIX form (as reports and shards
+        record it), the whole path when it lies elsewhere, None when there is none."""
+        if self.path is None:
+            return None
+        try:
+            return self.path.relative_to(directory).as_posix()
+        except ValueError:
+            return self.path.as_posix()
+
 
 class BatchListener(TransferListener):
     """Receives a batch's events. The transfer events are not sent for each item (only their

@@ -165,12 +165,7 @@ def _failed_line(result: ItemResult) -> str:
 
 
 def _row(result: ItemResult, directory: Path) -> ReportRow:
-    path = None
-    if result.path is not None:
-        try:
-            path = result.path.relative_to(directory).as_posix()
-        except ValueError:
-            path = result.path.as_posix()
+    path = result.relative_path(directory)
     return ReportRow(
         index=result.index,
         url=result.url,

@@ -37,7 +37,16 @@ from ..core.sink import destination_error
 from ..core.units import human_size, plural
 from ..core.verify import Checksum
 from ..errors import ArchiveLimitError, DestinationError, Interrupted, SegdlError, UsageError
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Warnings, after_bar, matched
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Warnings,
+    after_bar,
+    arg_count,
+    matched,
+)
 
 # The longest first: ".tar.gz" before ".gz".
 ARCHIVE_SUFFIXES = (
@@ -67,16 +76,6 @@ LIMIT_OPTIONS = {
     "max_members": "--max-members",
     "max_ratio": "--max-ratio",
 }
-
-
-def arg_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
 
 
 def _members(text: str) -> int:
@@ -221,12 +220,11 @@ class ExtractBar(TqdmListener, ExtractListener):
         self._lock = threading.Lock()
         self._connections = 0
         self._members = 0
-        self._written = 0
 
-    def _postfix(self) -> str:
+    def postfix(self, connections: int) -> str:
         # Short: the line must fit in 80 columns (tqdm cuts what does not); the bytes written
         # are in the summary line.
-        return f"{self._connections} conn, {self._members} extracted"
+        return f"{connections} conn, {self._members} extracted"
 
     def start(self, info: StartInfo) -> None:
         with self._lock:
@@ -235,21 +233,14 @@ class ExtractBar(TqdmListener, ExtractListener):
     def progress(self, done: int, total: int | None, connections: int) -> None:
         with self._lock:
             self._connections = connections
-            self._open()
-            bar = self._bar
-            if bar is None:
-                return
-            if total != bar.total:
-                bar.total = total
-            bar.set_postfix_str(self._postfix(), refresh=False)
-            bar.update(done - bar.n)
+            super().progress(done, total, connections)
 
     def extracting(self, members: int, written: int) -> None:
         with self._lock:
-            self._members, self._written = members, written
+            self._members = members
             self._open()
             if self._bar is not None:
-                self._bar.set_postfix_str(self._postfix())
+                self._bar.set_postfix_str(self.postfix(self._connections))
 
     def verifying(self, check: Checksum) -> None:
         with self._lock:

@@ -232,12 +232,7 @@ class _Watcher(threading.Thread):
 
 
 def to_row(result: ItemResult, directory: Path) -> Row:
-    path = None
-    if result.path is not None:
-        try:
-            path = result.path.relative_to(directory).as_posix()
-        except ValueError:
-            path = result.path.as_posix()
+    path = result.relative_path(directory)
     engine = None
     if result.result is not None:
         r = result.result
