@@ -148,7 +148,7 @@ def test_no_import_cycle() -> None:
 
 def test_the_layer_check_sees_what_it_must() -> None:
     """The walker itself: relative imports resolve, and an upward import would be caught."""
-    assert "segdl.core.http.transport" in GRAPH["segdl.core.probe"]
+    assert "segdl.core.http.semantics" in GRAPH["segdl.core.probe"]
     assert "segdl.errors" in GRAPH["segdl.core.retry"]
     assert layer("segdl.cli.batch") > layer("segdl.api") > layer("segdl.core.scheduler")
     assert layer("segdl.core.http.lean") == layer("segdl.core") == 1

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import HTTPStatusError, NameResolutionError, NetworkError, RefusedError, TransferError
-from .http.transport import (
-    Body,
+from .http.semantics import (
     Response,
-    Transport,
     Validators,
     content_coding,
     content_length,
@@ -20,6 +18,7 @@ from .http.transport import (
     status_error,
     strong_etag,
 )
+from .http.transport import Body, Transport
 
 
 @dataclass(frozen=True)
