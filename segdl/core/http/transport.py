@@ -1,4 +1,5 @@
-"""HTTP for segdl: the only module that imports requests.
+"""The requests transport (`RequestsTransport`, `RequestsBody`, `RequestsPool`): the only module
+that imports requests. `segdl.core.http` names the interface it implements and makes it.
 
 It owns one `requests.Session` per thread, redirects (followed by hand so that credentials never
 cross origins), the ranged GET (checked by `semantics` before a byte of it is written), the
@@ -36,6 +37,7 @@ from ...errors import (
 )
 from ..options import Options
 from ..urls import Origin, origin
+from . import base
 from .lean import Connections, LeanResponse, connect_error
 from .semantics import (
     Validators,
@@ -143,7 +145,7 @@ def translated(url: str | None = None) -> Iterator[None]:
         raise translate(exc, url) from exc
 
 
-class Body:
+class RequestsBody:
     """A response body read straight into the caller's buffer.
 
     The fast path reads from the socket's buffered reader with `readinto1`, which returns as
@@ -251,7 +253,7 @@ class Body:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class Sessions:
+class RequestsPool:
     """One `requests.Session` per thread (sessions are not safe to share between threads),
     shared by every file a run fetches, so that a thread reuses its kept-alive connections
     from one file to the next."""
@@ -311,6 +313,10 @@ class Sessions:
                 self._sessions.append(session)
         return session
 
+    def transport(self, url: str) -> RequestsTransport:
+        """A transport for `url` over these sessions (closing it leaves them open)."""
+        return RequestsTransport(url, self.options, self)
+
     def abort(self) -> None:
         """Shut down the lean connections in use (see `Connections.abort`)."""
         with self._lock:
@@ -340,17 +346,17 @@ class Sessions:
 
 
 @dataclass
-class Transport:
+class RequestsTransport:
     """Redirects and validated requests for one remote file, over a run's sessions."""
 
     url: str  # the URL the user gave: its origin decides where user headers may go
     options: Options = field(default_factory=Options)
-    sessions: Sessions | None = None  # shared by a run; None: this transport's own
+    sessions: RequestsPool | None = None  # shared by a run; None: this transport's own
 
     def __post_init__(self) -> None:
         self._own_sessions = self.sessions is None
         if self.sessions is None:
-            self.sessions = Sessions(self.options)
+            self.sessions = RequestsPool(self.options)
         self._origin = origin(self.url)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -449,8 +455,7 @@ class Transport:
         *,
         total: int,
         validators: Validators,
-        lean: bool = False,
-    ) -> Body:
+    ) -> RequestsBody:
         """GET `[start, stop)` of a `total`-byte file and check the answer before any body is read.
 
         Raises RangeIgnoredError for a 200, RemoteChangedError when the file changed, and
@@ -459,15 +464,16 @@ class Transport:
         if not 0 <= start < stop <= total:
             raise ValueError(f"bad range [{start}, {stop}) of {total}")
         headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
-        response, _ = self.request("GET", url, headers, lean=lean)
+        # Lean: a run that stops cuts a range request still waiting for its answer.
+        response, _ = self.request("GET", url, headers, lean=True)
         try:
             check_range_response(response, start, stop, total, validators)
         except BaseException:
             response.close()
             raise
-        return Body(response, stop - start)
+        return RequestsBody(response, stop - start)
 
-    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[Body, str]:
+    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[RequestsBody, str]:
         """The first request of a batch item: a GET of `bytes=0-` that sizes the file and
         carries its body. Returns the checked body and the URL redirects led to.
 
@@ -483,9 +489,9 @@ class Transport:
         except BaseException:
             response.close()
             raise
-        return Body(response, length), final
+        return RequestsBody(response, length), final
 
-    def open_stream(self, url: str, offset: int, *, validators: Validators) -> Body:
+    def open_stream(self, url: str, offset: int, *, validators: Validators) -> RequestsBody:
         """GET the whole file, or from `offset` on (`bytes=offset-`) to continue a single stream.
 
         A resumed stream must come back as a 206 starting exactly at `offset`; anything else
@@ -501,4 +507,10 @@ class Transport:
         except BaseException:
             response.close()
             raise
-        return Body(response, length)
+        return RequestsBody(response, length)
+
+
+# mypy proves here that this module implements the interface the jobs are written against.
+_TRANSPORT: type[base.Transport] = RequestsTransport
+_BODY: type[base.ResponseBody] = RequestsBody
+_POOL: type[base.ConnectionPool] = RequestsPool
