@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..options import Options
 from .base import ConnectionPool, ResponseBody, Transport
 from .semantics import Response, Validators
-from .transport import RequestsPool, RequestsTransport
+from .transport import RequestsPool, RequestsTransport, silence_insecure_warnings
 
 __all__ = [
     "ConnectionPool",
@@ -18,6 +18,7 @@ __all__ = [
     "Validators",
     "open_pool",
     "open_transport",
+    "silence_insecure_warnings",
 ]
 
 
