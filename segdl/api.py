@@ -21,7 +21,7 @@ from .batch.template import DEFAULT, Template
 from .core.clock import Clock
 from .core.destination import Target
 from .core.events import TransferListener
-from .core.http.transport import Transport
+from .core.http import open_transport
 from .core.options import Options, options_from
 from .core.urls import check_url
 from .core.verify import Checksum
@@ -185,7 +185,7 @@ def open(
     if window < 1:
         raise UsageError("the window must be at least 1 byte")
     options = options_from(arguments)
-    transport = Transport(url, options)
+    transport = open_transport(url, options)
     try:
         return open_remote(
             transport, options, window=window, listener=listener, clock=clock, cancel=cancel

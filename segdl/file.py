@@ -26,7 +26,7 @@ from .core.control import Control
 from .core.destination import Target, settle
 from .core.events import StartInfo, TransferListener
 from .core.fetch import Attempts, Fetcher, Requeue, Retired, Stop
-from .core.http.transport import Body, Transport
+from .core.http import ResponseBody, Transport, open_transport
 from .core.job import FileRanges, Segment
 from .core.options import Options
 from .core.probe import RemoteInfo, info_from_first, probe_remote
@@ -71,7 +71,7 @@ def download_file(
 ) -> Result:
     """One file from `url` to `target`, its if-exists policy applied once the first answer
     names it: what `segdl.download` runs, and what an archive downloaded first runs."""
-    transport = Transport(url, options)
+    transport = open_transport(url, options)
     engine = Engine(transport, options, listener, cancel=cancel, clock=clock)
     try:
         info = engine.probe(url)
@@ -154,7 +154,7 @@ class Engine:
         self._count_lock = threading.Lock()
         self._fetched = 0
         # The first GET of a batch item: its open body (which holds its slot), until used.
-        self._first: Body | None = None
+        self._first: ResponseBody | None = None
         self.attempts = 0  # requests that opened a body or failed (for reports)
         self.http_status: int | None = None  # status of the last answer with a body
 
@@ -223,7 +223,7 @@ class Engine:
         """
         final_url = url
 
-        def send() -> Body:
+        def send() -> ResponseBody:
             nonlocal final_url
             self.attempts += 1
             try:
@@ -251,7 +251,7 @@ class Engine:
             return None
         return self.run(info, final)
 
-    def _take_first(self) -> Body | None:
+    def _take_first(self) -> ResponseBody | None:
         body, self._first = self._first, None
         return body
 
@@ -424,7 +424,7 @@ class Engine:
             self.transport.reconnect()
 
     def _fetch_segment(
-        self, job: FileRanges, seg: Segment, buffer: memoryview, body: Body | None = None
+        self, job: FileRanges, seg: Segment, buffer: memoryview, body: ResponseBody | None = None
     ) -> None:
         """Stream `seg` to the end; raises Retired when this worker leaves instead.
 
@@ -438,13 +438,13 @@ class Engine:
         tries = self._attempts(job, held=body is None)
         stop = seg.stop
 
-        def send() -> Body:
+        def send() -> ResponseBody:
             nonlocal stop
             self.attempts += 1
             stop = seg.stop
             # Lean: a batch that stops cuts a request still waiting for its answer.
             return self.transport.open_range(
-                info.final_url, seg.pos, stop, total=size, validators=info.validators, lean=True
+                info.final_url, seg.pos, stop, total=size, validators=info.validators
             )
 
         try:
@@ -474,7 +474,7 @@ class Engine:
             if body is not None:
                 body.close()  # the first answer, open when the stop came
 
-    def _pump(self, seg: Segment, body: Body, buffer: memoryview, part: PartFile) -> None:
+    def _pump(self, seg: Segment, body: ResponseBody, buffer: memoryview, part: PartFile) -> None:
         # The hot loop: reads fill the reused buffer, and one positional write empties it when
         # it is full, at the end of the range, when its oldest byte is one save interval old
         # (so a crash loses no more than that) and before any error or stop goes on up.
@@ -573,7 +573,7 @@ class Engine:
         return part, 0, 1
 
     def _stream_worker(
-        self, job: FileRanges, seg: Segment, buffer: memoryview, first: Body | None = None
+        self, job: FileRanges, seg: Segment, buffer: memoryview, first: ResponseBody | None = None
     ) -> None:
         """The single stream, on a worker's slot, or from `first` (the open first answer,
         holding its own slot: a request after it then takes a slot of its own)."""
@@ -581,7 +581,7 @@ class Engine:
         tries = self._attempts(job, held=first is None)
         offset = 0
 
-        def send() -> Body:
+        def send() -> ResponseBody:
             self.attempts += 1
             return self.transport.open_stream(info.final_url, offset, validators=info.validators)
 
@@ -617,7 +617,7 @@ class Engine:
                 body.close()  # the first answer, open when the stop came, or a changed one
 
     def _pump_stream(
-        self, seg: Segment, body: Body, buffer: memoryview, part: PartFile, size: int | None
+        self, seg: Segment, body: ResponseBody, buffer: memoryview, part: PartFile, size: int | None
     ) -> None:
         halt, cancel = self._halt, self.cancel  # a batch driver streams here: it sees the cancel
         fetched = 0
@@ -645,7 +645,7 @@ class Engine:
         job: FileRanges,
         control: Control | None,
         own: Segment | None = None,
-        first: Body | None = None,
+        first: ResponseBody | None = None,
     ) -> None:
         """Offer `job` to the scheduler's workers and wait for its end, sampling progress and
         saving state meanwhile. `own` is a segment this thread streams itself from `first`,

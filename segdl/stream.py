@@ -28,7 +28,7 @@ from typing import Any
 from .core.clock import Clock
 from .core.events import StartInfo, TransferListener
 from .core.fetch import Attempts, Fetcher, Stop
-from .core.http.transport import Body, Transport
+from .core.http import ResponseBody, Transport
 from .core.options import Options
 from .core.probe import RemoteInfo, probe_remote
 from .core.retry import RetryPolicy
@@ -138,7 +138,7 @@ class _StreamJob:
         self.pos = start  # where reading starts (and fetching: nothing before it)
         self.error: BaseException | None = None
         self._durations: list[float] = []
-        self.bodies: set[Body] = set()
+        self.bodies: set[ResponseBody] = set()
         self.buffered = 0
         self.max_buffered = 0
         self.fetched = 0
@@ -277,7 +277,7 @@ class _StreamJob:
         length = piece.stop - piece.start
         tries = self.attempts(halt=self.halt, held=True)
 
-        def send() -> Body:
+        def send() -> ResponseBody:
             self._check_wanted(piece)
             return self.transport.open_range(
                 self.info.final_url,
@@ -285,7 +285,6 @@ class _StreamJob:
                 piece.stop,
                 total=size,
                 validators=self.info.validators,
-                lean=True,
             )
 
         try:
@@ -400,7 +399,7 @@ class RemoteFile(io.RawIOBase):
             transport, info, options, self.scheduler, self.clock, window=max(window, 1), start=start
         )
         self._ranges = False  # the job is the scheduler's: its workers fetch the pieces
-        self._single: Body | None = None
+        self._single: ResponseBody | None = None
         self._single_pos = 0  # the byte the plain stream gives next
         self._checks = [c for c in (options.checksum, server_digest(info.digest)) if c]
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]

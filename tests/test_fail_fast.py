@@ -23,7 +23,7 @@ from segdl.archive.safety import Budget, Limits
 from segdl.cli import main
 from segdl.cli.common import summary
 from segdl.cli.extract import summary as extract_summary
-from segdl.core.http.transport import Transport
+from segdl.core.http.transport import RequestsTransport
 from segdl.core.retry import RetryPolicy
 from segdl.core.verify import Checksum
 from segdl.errors import ArchiveLimitError, ConnectError, TimeoutError_, UsageError
@@ -178,7 +178,7 @@ def test_a_host_that_answered_earlier_in_the_run_gets_the_usual_budget(
 
 def test_the_transport_remembers_which_hosts_answered(rangeserver: RangeHTTPServer) -> None:
     served = serve_file(rangeserver, "/f", b"abc")
-    transport = Transport(served.url)
+    transport = RequestsTransport(served.url)
     try:
         response, _ = transport.request("GET", served.url)
         assert response.content == b"abc"

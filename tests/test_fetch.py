@@ -17,7 +17,8 @@ from rangeserver import RangeHTTPServer, serve_file
 
 from segdl import Clock
 from segdl.core.fetch import Attempts, Fetcher, Requeue, Retired, Stop
-from segdl.core.http.transport import Body, Transport, Validators
+from segdl.core.http import ResponseBody, Validators, open_transport
+from segdl.core.options import Options
 from segdl.core.retry import RetryPolicy
 from segdl.core.scheduler import Scheduler
 from segdl.core.urls import Origin
@@ -49,13 +50,13 @@ class Server:
         self.tries = 0
         self.bodies: list[FakeBody] = []
 
-    def __call__(self) -> Body:
+    def __call__(self) -> ResponseBody:
         self.tries += 1
         if self.errors:
             raise self.errors.pop(0)
         body = FakeBody()
         self.bodies.append(body)
-        return cast(Body, body)
+        return cast(ResponseBody, body)
 
 
 def too_many(retry_after: str | None = None, status: int = 429) -> HTTPStatusError:
@@ -132,7 +133,7 @@ def test_an_error_that_is_not_retried_gives_the_slot_back(scheduler: Scheduler) 
 def test_a_bug_in_the_request_gives_the_slot_back(scheduler: Scheduler) -> None:
     clock, _ = fast_clock()
 
-    def broken() -> Body:
+    def broken() -> ResponseBody:
         raise RuntimeError("bug")
 
     with pytest.raises(RuntimeError):
@@ -166,7 +167,7 @@ def test_a_real_body_gives_its_slot_back_on_close(
 ) -> None:
     data = payload(4096)
     served = serve_file(rangeserver, "/f", data)
-    transport = Transport(served.url)
+    transport = open_transport(served.url, Options())
     clock, _ = fast_clock()
     try:
         fetcher = Fetcher(scheduler, clock)

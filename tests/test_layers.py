@@ -146,9 +146,20 @@ def test_no_import_cycle() -> None:
     assert not cycles, cycles
 
 
+def test_only_core_http_names_the_transport_implementation() -> None:
+    """The rest of the package uses the interface and factories of `segdl.core.http`, so that
+    another implementation goes beside the requests one without touching them."""
+    naming = [
+        module
+        for module, targets in GRAPH.items()
+        if "segdl.core.http.transport" in targets and not module.startswith("segdl.core.http")
+    ]
+    assert not naming, naming
+
+
 def test_the_layer_check_sees_what_it_must() -> None:
     """The walker itself: relative imports resolve, and an upward import would be caught."""
-    assert "segdl.core.http.transport" in GRAPH["segdl.core.probe"]
+    assert "segdl.core.http.semantics" in GRAPH["segdl.core.probe"]
     assert "segdl.errors" in GRAPH["segdl.core.retry"]
     assert layer("segdl.cli.batch") > layer("segdl.api") > layer("segdl.core.scheduler")
     assert layer("segdl.core.http.lean") == layer("segdl.core") == 1

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from segdl.core.http.transport import Transport
+from segdl.core.http.transport import RequestsTransport
 from segdl.core.options import (
     IF_EXISTS,
     MAX_CONNECTIONS,
@@ -172,10 +172,10 @@ def test_options_is_frozen() -> None:
 def test_the_transport_reads_the_one_options_object() -> None:
     """No second copy of the HTTP defaults: the transport takes them from `Options`."""
     options = Options(headers=(("X-A", "1"),), timeout=7.0, max_redirects=3, trust_env=False)
-    transport = Transport("http://example.com/", options)
+    transport = RequestsTransport("http://example.com/", options)
     try:
         assert transport.options is options
-        assert Transport("http://example.com/").options == Options()
+        assert RequestsTransport("http://example.com/").options == Options()
     finally:
         transport.close()
 

@@ -1,4 +1,5 @@
-"""Unit tests of the pure parts of segdl.core.http.transport (fake `requests.Response`s)."""
+"""Unit tests of the pure parts of segdl.core.http: the shared answer checks (`semantics`) and
+the requests transport's error translation (fake `requests.Response`s)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,15 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
-from segdl.core.http.transport import (
+from segdl.core.http.semantics import (
     Validators,
     check_range_response,
     check_stream_response,
     content_length,
     parse_content_range,
     strong_etag,
-    translate,
-    translated,
 )
+from segdl.core.http.transport import translate, translated
 from segdl.core.urls import check_url, origin
 from segdl.errors import (
     ConnectError,

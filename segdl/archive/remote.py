@@ -44,7 +44,7 @@ from ..core.clock import Clock
 from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
 from ..core.fetch import Fetcher
-from ..core.http.transport import Transport
+from ..core.http import Transport, open_transport
 from ..core.options import Options, options_from
 from ..core.probe import RemoteInfo, probe_remote
 from ..core.retry import RetryPolicy
@@ -265,7 +265,7 @@ class _Job:
         self.already = False
 
     def run(self) -> RemoteExtractResult:
-        transport = Transport(self.url, self.options)
+        transport = open_transport(self.url, self.options)
         # The probe's and the ranged GETs' slots (each stream has its own scheduler).
         connections = self.options.connections
         scheduler = Scheduler(max_connections=connections, per_host=connections)
@@ -345,7 +345,7 @@ class _Job:
     ) -> RemoteFile:
         """The ordered stream of the archive probed as `info` (its validators guard every
         range), over its own connections. It starts fetching at `start` at once."""
-        transport = Transport(self.url, self.options)
+        transport = open_transport(self.url, self.options)
         try:
             stream = RemoteFile(
                 transport,

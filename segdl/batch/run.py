@@ -36,7 +36,7 @@ from typing import Protocol
 from ..core.clock import Clock, page_buffer
 from ..core.destination import NAME_ROOM, settle, taken
 from ..core.events import TransferListener
-from ..core.http.transport import Sessions, Transport
+from ..core.http import open_pool
 from ..core.naming import derive_filename
 from ..core.options import Options
 from ..core.probe import RemoteInfo
@@ -316,7 +316,7 @@ class Batch:
             buffer_factory=lambda: page_buffer(options.buffer_size),
             monotonic=self.clock.monotonic,
         )
-        self.sessions = Sessions(options, hosts=16)
+        self.pool = open_pool(options, hosts=16)
         self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
         # Results not consumed yet hold back the threads beyond a few: a caller that stops
@@ -407,7 +407,7 @@ class Batch:
             # and stops at its next record.
             feeder.join(timeout=1.0)
             self.scheduler.close()
-            self.sessions.close()
+            self.pool.close()
             claims.close()
             if self.journal is not None:
                 self.journal.close()
@@ -424,7 +424,7 @@ class Batch:
         self._stop.set()
         if self._lookahead is not None:
             self._lookahead.end()
-        self.sessions.abort()
+        self.pool.abort()
 
     def _fail(self, exc: BaseException) -> None:
         """A thread met what stops the whole run (a full disk, a journal that cannot be
@@ -548,7 +548,7 @@ class Batch:
                 item.errors.append(_item_error(record, url, self._dead[host]))
                 item.mirror += 1
                 continue
-            transport = Transport(url, self.options, self.sessions)
+            transport = self.pool.transport(url)
             engine = Engine(
                 transport,
                 self.options,

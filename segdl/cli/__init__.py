@@ -17,7 +17,7 @@ from types import FrameType
 from typing import NoReturn
 
 from ..batch.template import DEFAULT as DEFAULT_TEMPLATE
-from ..core.http.transport import silence_insecure_warnings
+from ..core.http import silence_insecure_warnings
 from ..stream import WINDOW_DEFAULT
 from .batch import run_batch
 from .common import several_items

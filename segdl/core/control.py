@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import DestinationError
 from . import state
-from .http.transport import Validators
+from .http.semantics import Validators
 from .job import FileRanges, Segment
 from .probe import RemoteInfo
 from .sink import PartFile, companions

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from ..errors import HTTPStatusError, NetworkError, SegdlError
 from .clock import Clock
-from .http.transport import Body
+from .http import ResponseBody
 from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_before_retry
 from .scheduler import Paused, Scheduler, Stop
 from .urls import Origin
@@ -108,10 +108,10 @@ class Attempts:
 
     def open(
         self,
-        send: Callable[[], Body],
+        send: Callable[[], ResponseBody],
         *,
         retire: Callable[[SegdlError], bool] | None = None,
-    ) -> Body:
+    ) -> ResponseBody:
         """Send until a body opens; closing the body gives back the slot taken for it.
 
         `retire(error)` True for a failed try raises `Retired` instead of a retry.

@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import HTTPStatusError, NameResolutionError, NetworkError, RefusedError, TransferError
-from .http.transport import (
-    Body,
-    Response,
-    Transport,
+from .http import Response, ResponseBody, Transport
+from .http.semantics import (
     Validators,
     content_coding,
     content_length,
@@ -112,7 +110,7 @@ def _probe_get(transport: Transport, url: str) -> RemoteInfo:
         response.close()
 
 
-def info_from_first(url: str, final_url: str, body: Body) -> RemoteInfo:
+def info_from_first(url: str, final_url: str, body: ResponseBody) -> RemoteInfo:
     """What the checked answer to a batch item's first GET (`bytes=0-`) says of the file."""
     headers = body.headers
     if body.status == 206:

@@ -1,16 +1,16 @@
-"""HTTP for segdl: the only module that imports requests.
+"""The requests transport (`RequestsTransport`, `RequestsBody`, `RequestsPool`): the only module
+that imports requests. `segdl.core.http` names the interface it implements and makes it.
 
 It owns one `requests.Session` per thread, redirects (followed by hand so that credentials never
-cross origins), the ranged GET with every check a 206 must pass before a byte of it is written,
-the hot-path body reader, and the translation of requests/urllib3/socket errors into
-`segdl.errors`. It knows nothing of files, segments or progress.
+cross origins), the ranged GET (checked by `semantics` before a byte of it is written), the
+hot-path body reader, and the translation of requests/urllib3/socket errors into `segdl.errors`.
+It knows nothing of files, segments or progress.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
-import re
 import socket
 import ssl
 import threading
@@ -26,14 +26,10 @@ import urllib3
 
 from ...errors import (
     ConnectError,
-    ContentTypeError,
-    HTTPStatusError,
     InvalidURLError,
     NetworkError,
     ProtocolViolation,
-    RangeIgnoredError,
     RedirectError,
-    RemoteChangedError,
     SegdlError,
     TimeoutError_,
     TLSError,
@@ -41,61 +37,23 @@ from ...errors import (
 )
 from ..options import Options
 from ..urls import Origin, origin
+from . import base
 from .lean import Connections, LeanResponse, connect_error
+from .semantics import (
+    Validators,
+    check_first_response,
+    check_range_response,
+    check_stream_response,
+)
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# Response headers: requests' case-insensitive dict, or http.client's message (both `.get`).
-Headers: TypeAlias = "Mapping[str, str] | http.client.HTTPMessage"
 # An answer from requests, or from the lean `http.client` layer (the same attributes).
-Response: TypeAlias = requests.Response | LeanResponse
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+RawResponse: TypeAlias = requests.Response | LeanResponse
 
 
 def silence_insecure_warnings() -> None:
     """For the CLI, which prints its own one-line warning for --insecure instead."""
     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-
-
-@dataclass(frozen=True)
-class Validators:
-    """What identifies one version of the remote file: a strong ETag and/or Last-Modified."""
-
-    etag: str | None = None
-    last_modified: str | None = None
-
-    @property
-    def empty(self) -> bool:
-        return self.etag is None and self.last_modified is None
-
-    def request_headers(self) -> dict[str, str]:
-        """Conditional headers that make the server refuse to serve a different version."""
-        if self.etag is not None:
-            # If-Match fails with 412 on a changed file, which tells "changed" apart from
-            # "ignores ranges" (If-Range would answer 200 in both cases).
-            return {"If-Match": self.etag}
-        if self.last_modified is not None:
-            return {"If-Range": self.last_modified}
-        return {}
-
-    def mismatch(self, headers: Headers) -> str | None:
-        """Describe how a response's validators differ from these, or None if they agree."""
-        etag = headers.get("ETag")
-        if self.etag is not None and etag is not None and etag != self.etag:
-            return f"ETag changed from {self.etag} to {etag}"
-        modified = headers.get("Last-Modified")
-        if self.last_modified is not None and modified not in (None, self.last_modified):
-            return f"Last-Modified changed from {self.last_modified} to {modified}"
-        return None
-
-
-def strong_etag(value: str | None) -> str | None:
-    """The ETag if it is a well-formed strong one; weak ETags cannot guard byte ranges."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
-        return value
-    return None
 
 
 def translate(exc: BaseException, url: str | None = None) -> SegdlError:
@@ -187,7 +145,7 @@ def translated(url: str | None = None) -> Iterator[None]:
         raise translate(exc, url) from exc
 
 
-class Body:
+class RequestsBody:
     """A response body read straight into the caller's buffer.
 
     The fast path reads from the socket's buffered reader with `readinto1`, which returns as
@@ -196,7 +154,7 @@ class Body:
     `close()` gives the connection back for reuse when the body was read to its exact end.
     """
 
-    def __init__(self, response: Response, length: int | None) -> None:
+    def __init__(self, response: RawResponse, length: int | None) -> None:
         self.response = response
         self.headers = response.headers
         self.status = response.status_code
@@ -295,7 +253,7 @@ class Body:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-class Sessions:
+class RequestsPool:
     """One `requests.Session` per thread (sessions are not safe to share between threads),
     shared by every file a run fetches, so that a thread reuses its kept-alive connections
     from one file to the next."""
@@ -355,6 +313,10 @@ class Sessions:
                 self._sessions.append(session)
         return session
 
+    def transport(self, url: str) -> RequestsTransport:
+        """A transport for `url` over these sessions (closing it leaves them open)."""
+        return RequestsTransport(url, self.options, self)
+
     def abort(self) -> None:
         """Shut down the lean connections in use (see `Connections.abort`)."""
         with self._lock:
@@ -384,17 +346,17 @@ class Sessions:
 
 
 @dataclass
-class Transport:
+class RequestsTransport:
     """Redirects and validated requests for one remote file, over a run's sessions."""
 
     url: str  # the URL the user gave: its origin decides where user headers may go
     options: Options = field(default_factory=Options)
-    sessions: Sessions | None = None  # shared by a run; None: this transport's own
+    sessions: RequestsPool | None = None  # shared by a run; None: this transport's own
 
     def __post_init__(self) -> None:
         self._own_sessions = self.sessions is None
         if self.sessions is None:
-            self.sessions = Sessions(self.options)
+            self.sessions = RequestsPool(self.options)
         self._origin = origin(self.url)
 
     # -- sessions -----------------------------------------------------------------------------
@@ -433,7 +395,7 @@ class Transport:
         extra_headers: Mapping[str, str] | None = None,
         *,
         lean: bool = False,
-    ) -> tuple[Response, str]:
+    ) -> tuple[RawResponse, str]:
         """Send a request, following redirects by hand; returns the response and its URL.
 
         `lean` sends it through `http.client` directly where that behaves as requests would
@@ -448,7 +410,7 @@ class Transport:
             headers["Accept-Encoding"] = "identity"
             if extra_headers:
                 headers.update(extra_headers)
-            response: Response
+            response: RawResponse
             if lean and self.sessions.lean.usable(current):
                 with self.sessions.requesting(current):
                     response = self.sessions.lean.send(method, current, headers)
@@ -493,8 +455,7 @@ class Transport:
         *,
         total: int,
         validators: Validators,
-        lean: bool = False,
-    ) -> Body:
+    ) -> RequestsBody:
         """GET `[start, stop)` of a `total`-byte file and check the answer before any body is read.
 
         Raises RangeIgnoredError for a 200, RemoteChangedError when the file changed, and
@@ -503,15 +464,16 @@ class Transport:
         if not 0 <= start < stop <= total:
             raise ValueError(f"bad range [{start}, {stop}) of {total}")
         headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
-        response, _ = self.request("GET", url, headers, lean=lean)
+        # Lean: a run that stops cuts a range request still waiting for its answer.
+        response, _ = self.request("GET", url, headers, lean=True)
         try:
             check_range_response(response, start, stop, total, validators)
         except BaseException:
             response.close()
             raise
-        return Body(response, stop - start)
+        return RequestsBody(response, stop - start)
 
-    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[Body, str]:
+    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[RequestsBody, str]:
         """The first request of a batch item: a GET of `bytes=0-` that sizes the file and
         carries its body. Returns the checked body and the URL redirects led to.
 
@@ -527,9 +489,9 @@ class Transport:
         except BaseException:
             response.close()
             raise
-        return Body(response, length), final
+        return RequestsBody(response, length), final
 
-    def open_stream(self, url: str, offset: int, *, validators: Validators) -> Body:
+    def open_stream(self, url: str, offset: int, *, validators: Validators) -> RequestsBody:
         """GET the whole file, or from `offset` on (`bytes=offset-`) to continue a single stream.
 
         A resumed stream must come back as a 206 starting exactly at `offset`; anything else
@@ -545,167 +507,10 @@ class Transport:
         except BaseException:
             response.close()
             raise
-        return Body(response, length)
+        return RequestsBody(response, length)
 
 
-def status_error(response: Response) -> HTTPStatusError:
-    """`URL: 404 Not Found`, naming the URL that answered (after redirects)."""
-    # The standard phrase where there is one: servers spell it in every case, or not at all.
-    reason = http.client.responses.get(response.status_code) or response.reason or ""
-    where = f"{response.url}: " if response.url else ""
-    return HTTPStatusError(
-        f"{where}{response.status_code} {reason}".rstrip(),
-        status=response.status_code,
-        retry_after=response.headers.get("Retry-After"),
-    )
-
-
-def content_coding(response: Response) -> str | None:
-    """The body's content coding, or None when it is the identity (what we always ask for)."""
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    return None if encoding in ("", "identity") else encoding
-
-
-def _check_identity(response: Response) -> None:
-    encoding = content_coding(response)
-    if encoding is not None:
-        raise ProtocolViolation(
-            f"server sent a {encoding}-encoded body although identity was requested"
-        )
-
-
-def content_length(response: Response) -> int | None:
-    value = response.headers.get("Content-Length")
-    value = None if value is None else value.strip()
-    if not value or not (value.isascii() and value.isdigit()):
-        return None  # absent, negative or garbage: unknown
-    return int(value)
-
-
-def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
-    """`bytes a-b/total` as (a, b inclusive, total or None for `*`), or None when malformed."""
-    if value is None:
-        return None
-    match = _CONTENT_RANGE.match(value)
-    if match is None:
-        return None
-    first, last, total = int(match[1]), int(match[2]), match[3]
-    if last < first:
-        return None
-    return first, last, None if total == "*" else int(total)
-
-
-def check_range_response(
-    response: Response, start: int, stop: int, total: int, validators: Validators
-) -> None:
-    """Every check a ranged answer must pass before one byte of its body may be written."""
-    status = response.status_code
-    if status == 412:
-        raise RemoteChangedError("the remote file changed (If-Match failed with 412)")
-    if status == 200:
-        changed = validators.mismatch(response.headers)
-        if changed:
-            raise RemoteChangedError(f"the remote file changed: {changed}")
-        raise RangeIgnoredError("server ignored the Range header and sent the whole file")
-    if status != 206:
-        raise status_error(response)
-    changed = validators.mismatch(response.headers)
-    if changed:
-        raise RemoteChangedError(f"the remote file changed: {changed}")
-    _check_identity(response)
-    content_range = parse_content_range(response.headers.get("Content-Range"))
-    if content_range is None:
-        raise ProtocolViolation(
-            f"206 without a valid Content-Range: {response.headers.get('Content-Range')!r}"
-        )
-    first, last, size = content_range
-    if size is None:
-        raise ProtocolViolation("206 whose Content-Range does not give the total size (*)")
-    if (first, last) != (start, stop - 1):
-        raise ProtocolViolation(
-            f"asked for bytes {start}-{stop - 1}, server sent Content-Range {first}-{last}"
-        )
-    if size != total:
-        raise RemoteChangedError(f"remote size is now {size}, expected {total}")
-    length = content_length(response)
-    if length is not None and length != stop - start:
-        raise ProtocolViolation(
-            f"Content-Length {length} does not match range {start}-{stop - 1} "
-            f"({stop - start} bytes)"
-        )
-
-
-def check_first_response(response: Response, accept: tuple[str, ...]) -> int | None:
-    """Check the answer to `Range: bytes=0-`; returns the body length, None when unknown."""
-    status = response.status_code
-    if status == 416:
-        unsatisfied = response.headers.get("Content-Range", "").strip()
-        if unsatisfied != "bytes */0":
-            raise ProtocolViolation(f"416 to a range from byte 0, with {unsatisfied!r}")
-        return 0
-    if status not in (200, 206):
-        raise status_error(response)
-    _check_identity(response)
-    check_content_type(response, accept)
-    length = content_length(response)
-    if status == 200:
-        return length
-    content_range = parse_content_range(response.headers.get("Content-Range"))
-    size = None if content_range is None else content_range[2]
-    if content_range is None or size is None:
-        raise ProtocolViolation(
-            "206 without a valid Content-Range with the total size: "
-            f"{response.headers.get('Content-Range')!r}"
-        )
-    first, last, _ = content_range
-    if first != 0 or last != size - 1:
-        raise ProtocolViolation(
-            f"asked for the whole file from byte 0, server sent Content-Range {first}-{last}/{size}"
-        )
-    if length is not None and length != size:
-        raise ProtocolViolation(f"Content-Length {length} does not match the {size} bytes sent")
-    return size
-
-
-def check_content_type(response: Response, accept: tuple[str, ...]) -> None:
-    """Refuse an answer whose Content-Type matches none of `accept` (e.g. `image/*`)."""
-    if not accept:
-        return
-    value = response.headers.get("Content-Type")
-    media = (value or "").partition(";")[0].strip().lower()
-    kind, _, sub = media.partition("/")
-    for pattern in accept:
-        p_kind, _, p_sub = pattern.partition("/")
-        if p_kind in ("*", kind) and p_sub in ("*", sub) and kind and sub:
-            return
-    raise ContentTypeError(
-        f"Content-Type {value or '(none)'} is not one of the accepted types {','.join(accept)}"
-    )
-
-
-def check_stream_response(response: Response, offset: int, validators: Validators) -> int | None:
-    """Check a whole-file (or `offset`-onwards) answer; returns the body length if known."""
-    status = response.status_code
-    if status == 412:
-        raise RemoteChangedError("the remote file changed (If-Match failed with 412)")
-    if offset and status == 200:
-        raise RangeIgnoredError(f"server cannot continue at byte {offset}; it sent the whole file")
-    if status != (206 if offset else 200):
-        raise status_error(response)
-    changed = validators.mismatch(response.headers)
-    if changed:
-        raise RemoteChangedError(f"the remote file changed: {changed}")
-    _check_identity(response)
-    length = content_length(response)
-    if offset:
-        content_range = parse_content_range(response.headers.get("Content-Range"))
-        if content_range is None or content_range[0] != offset:
-            raise ProtocolViolation(
-                f"asked to continue at byte {offset}, server sent Content-Range "
-                f"{response.headers.get('Content-Range')!r}"
-            )
-        first, last, _ = content_range
-        if length is not None and length != last - first + 1:
-            raise ProtocolViolation("Content-Length does not match Content-Range")
-        length = last - first + 1
-    return length
+# mypy proves here that this module implements the interface the jobs are written against.
+_TRANSPORT: type[base.Transport] = RequestsTransport
+_BODY: type[base.ResponseBody] = RequestsBody
+_POOL: type[base.ConnectionPool] = RequestsPool
