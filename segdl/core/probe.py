@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import HTTPStatusError, NameResolutionError, NetworkError, RefusedError, TransferError
-from .http import Response, ResponseBody, Transport
+from .http import ResponseBody, Transport
 from .http.semantics import (
+    Headers,
     Validators,
     content_coding,
     content_length,
@@ -38,15 +39,21 @@ class RemoteInfo:
         return self.size is not None and self.ranges is not False
 
 
-def _validators(response: Response) -> Validators:
-    return Validators(
-        etag=strong_etag(response.headers.get("ETag")),
-        last_modified=response.headers.get("Last-Modified"),
+def _info(
+    url: str, final_url: str, headers: Headers, size: int | None, ranges: bool | None
+) -> RemoteInfo:
+    """What an answer's headers say of the file, besides its size and range support."""
+    return RemoteInfo(
+        url=url,
+        final_url=final_url,
+        size=size,
+        ranges=ranges,
+        validators=Validators(
+            etag=strong_etag(headers.get("ETag")), last_modified=headers.get("Last-Modified")
+        ),
+        content_disposition=headers.get("Content-Disposition"),
+        digest=headers.get("Repr-Digest") or headers.get("Content-Digest"),
     )
-
-
-def _digest(response: Response) -> str | None:
-    return response.headers.get("Repr-Digest") or response.headers.get("Content-Digest")
 
 
 def probe_remote(transport: Transport, url: str) -> RemoteInfo:
@@ -64,15 +71,7 @@ def probe_remote(transport: Transport, url: str) -> RemoteInfo:
         if response.status_code == 200 and size is not None and content_coding(response) is None:
             accept = response.headers.get("Accept-Ranges", "").strip().lower()
             ranges = True if accept == "bytes" else False if accept == "none" else None
-            return RemoteInfo(
-                url=url,
-                final_url=final,
-                size=size,
-                ranges=ranges,
-                validators=_validators(response),
-                content_disposition=response.headers.get("Content-Disposition"),
-                digest=_digest(response),
-            )
+            return _info(url, final, response.headers, size, ranges)
     try:
         return _probe_get(transport, url)
     except TransferError as exc:
@@ -96,15 +95,7 @@ def _probe_get(transport: Transport, url: str) -> RemoteInfo:
             ranges = False
         else:
             raise status_error(response)
-        return RemoteInfo(
-            url=url,
-            final_url=final,
-            size=size,
-            ranges=ranges,
-            validators=_validators(response),
-            content_disposition=headers.get("Content-Disposition"),
-            digest=_digest(response),
-        )
+        return _info(url, final, headers, size, ranges)
     finally:
         # Closing without reading drops the connection instead of downloading a whole file.
         response.close()
@@ -121,14 +112,4 @@ def info_from_first(url: str, final_url: str, body: ResponseBody) -> RemoteInfo:
         size, ranges = 0, True
     else:
         size, ranges = body.length, False
-    return RemoteInfo(
-        url=url,
-        final_url=final_url,
-        size=size,
-        ranges=ranges,
-        validators=Validators(
-            etag=strong_etag(headers.get("ETag")), last_modified=headers.get("Last-Modified")
-        ),
-        content_disposition=headers.get("Content-Disposition"),
-        digest=headers.get("Repr-Digest") or headers.get("Content-Digest"),
-    )
+    return _info(url, final_url, headers, size, ranges)
