@@ -125,10 +125,12 @@ def _finish(path: Path, tree: _TreeHash) -> ArchiveFile:
 
 def tree_digest(root: Path) -> tuple[str, int]:
     """One sha256 over every regular file under `root`, in path order: its relative path, a
-    NUL, the sha256 of its bytes; and the number of files."""
+    NUL, the sha256 of its bytes; and the number of files. segdl's own folder (`.segdl`, where
+    an extraction leaves its record) is not the archive's."""
     digest = hashlib.sha256()
     count = 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+    files = (p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    for path in sorted(p for p in files if p.relative_to(root).parts[0] != ".segdl"):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(bytes.fromhex(sha256_file(path)))
         count += 1
