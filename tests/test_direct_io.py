@@ -189,14 +189,14 @@ MOUNTINFO = """\
         ("/mnt/ne", "tmpfs"),
     ],
 )
-def test_mount_fs_type(tmp_path: Path, path: str, fs_type: str) -> None:
+def testmount_fs_type(tmp_path: Path, path: str, fs_type: str) -> None:
     info = tmp_path / "mountinfo"
     info.write_text(MOUNTINFO)
-    assert sink._mount_fs_type(Path(path), str(info)) == fs_type
+    assert sink.mount_fs_type(Path(path), str(info)) == fs_type
 
 
-def test_mount_fs_type_unreadable(tmp_path: Path) -> None:
-    assert sink._mount_fs_type(Path("/"), str(tmp_path / "missing")) is None
+def testmount_fs_type_unreadable(tmp_path: Path) -> None:
+    assert sink.mount_fs_type(Path("/"), str(tmp_path / "missing")) is None
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_mount_fs_type_unreadable(tmp_path: Path) -> None:
 def test_direct_io_only_on_local_block_file_systems(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fs_type: str | None, expected: bool
 ) -> None:
-    monkeypatch.setattr(sink, "_mount_fs_type", lambda path: fs_type)
+    monkeypatch.setattr(sink, "mount_fs_type", lambda path: fs_type)
     assert sink.direct_io_suitable(tmp_path / "f") is (expected and bool(sink._O_DIRECT))
 
 

@@ -41,11 +41,12 @@ from ..batch.manifest import BadRecord, Record
 from ..batch.results import BatchListener, ItemResult
 from ..batch.run import BatchOptions
 from ..core.options import Options
+from ..core.scheduler import Stop
 from ..errors import DestinationError, Interrupted
 from ..file import Result
 from .client import require_dask
 from .errors import ClusterError, DirectoryNotShared, ShardBusy, Superseded
-from .feeder import Feeder, Stopped
+from .feeder import Feeder
 from .shards import (
     Row,
     Shard,
@@ -452,7 +453,7 @@ class Driver:
         """The feeder's way to the caller's thread: waits while the backlog is full."""
         while self._events.qsize() >= _BACKLOG:
             if stop.wait(0.02) or self._stop.is_set():
-                raise Stopped
+                raise Stop
         if stop.is_set() or self._stop.is_set():
-            raise Stopped
+            raise Stop
         self._events.put((kind, value))

@@ -17,12 +17,9 @@ from ..batch.manifest import BadRecord, Record
 from ..batch.results import ItemResult
 from ..batch.run import Claims, destination, refusal
 from ..batch.template import Template, TemplateError
+from ..core.scheduler import Stop
 from ..errors import SegdlError
 from .shards import Shard, ShardWriter, SharedClaims, host_group, in_place, read_marker, shard_dir
-
-
-class Stopped(Exception):
-    """The feeder was told to stop."""
 
 
 class Feeder(threading.Thread):
@@ -78,7 +75,7 @@ class Feeder(threading.Thread):
                     break
                 count += 1
                 if self.stop.is_set():
-                    raise Stopped
+                    raise Stop
                 if isinstance(record, BadRecord):
                     self._put(
                         "result", ItemResult(record.index, "", None, "failed", error=record.error)
@@ -99,11 +96,11 @@ class Feeder(threading.Thread):
             for shard in writer.finish():
                 self._ready(shard)
             self._put("end", count)
-        except Stopped:
+        except Stop:
             writer.abort()
         except SegdlError as exc:
             writer.abort()
-            with contextlib.suppress(Stopped):
+            with contextlib.suppress(Stop):
                 self._put("error", exc)
         finally:
             claims.close()

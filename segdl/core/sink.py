@@ -70,7 +70,7 @@ else:  # pragma: no cover - platforms without pwrite (Windows) serialise seek+wr
             return os.write(fd, data)
 
 
-def _mount_fs_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+def mount_fs_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
     """The file system type of the mount holding `path` (the longest mount point prefix)."""
     try:
         with open(mountinfo, encoding="utf-8", errors="replace") as f:
@@ -100,7 +100,7 @@ def direct_io_suitable(path: Path) -> bool:
     """
     if not (_O_DIRECT and os.path.isdir("/proc/self/fd")):
         return False
-    return _mount_fs_type(path.parent) in _DIRECT_FS
+    return mount_fs_type(path.parent) in _DIRECT_FS
 
 
 class PartFile:
