@@ -329,7 +329,6 @@ class Batch:
         self._engines_lock = threading.Lock()
         self._done_bytes = 0  # bytes of the items finished
         self._dead: dict[Origin, str] = {}  # hosts that never answered: their items fail fast
-        self._alive: set[Origin] = set()
         self._made: set[Path] = set()  # folders already created (bounded)
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.total: int | None = None  # items in the input, once the feeder has read them all
@@ -592,7 +591,6 @@ class Batch:
             finally:
                 with self._engines_lock:
                     self._engines.discard(engine)
-            self._alive.add(host)
             attempts = item.attempts + engine.attempts
             seconds = self.clock.monotonic() - item.started
             if result is None:  # the destination existed: skipped
@@ -638,10 +636,14 @@ class Batch:
         )
 
     def _note_host(self, host: Origin, exc: SegdlError) -> None:
-        """A host that never answered and refused a whole retry budget is dead for this run:
+        """A host that never answered in this run (the connection pool knows: see
+        `ConnectError.answered_before`) and refused a whole retry budget is dead for this run:
         its other items fail at once instead of each waiting out the same budget."""
-        unreachable = isinstance(exc, ConnectError) and not isinstance(exc, TLSError)
-        if unreachable and host not in self._alive:
+        if (
+            isinstance(exc, ConnectError)
+            and not isinstance(exc, TLSError)
+            and not exc.answered_before
+        ):
             self._dead.setdefault(host, str(exc))
 
     def _resolve(
