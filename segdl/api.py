@@ -54,6 +54,9 @@ def download(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    transport: str = Options.transport,
+    http_version: str = Options.http_version,
+    streams: int = Options.streams,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -114,6 +117,9 @@ def iter_download_many(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    transport: str = Options.transport,
+    http_version: str = Options.http_version,
+    streams: int = Options.streams,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -168,6 +174,9 @@ def open(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    transport: str = Options.transport,
+    http_version: str = Options.http_version,
+    streams: int = Options.streams,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
@@ -185,13 +194,13 @@ def open(
     if window < 1:
         raise UsageError("the window must be at least 1 byte")
     options = options_from(arguments)
-    transport = open_transport(url, options)
+    remote = open_transport(url, options)
     try:
         return open_remote(
-            transport, options, window=window, listener=listener, clock=clock, cancel=cancel
+            remote, options, window=window, listener=listener, clock=clock, cancel=cancel
         )
     except BaseException:
-        transport.close()
+        remote.close()
         raise
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -54,3 +55,41 @@ def keepalive_server2() -> Iterator[RangeHTTPServer]:
 def httpserver(rangeserver: RangeHTTPServer) -> RangeHTTPServer:
     """Overrides pytest-httpserver's single-threaded fixture with the threaded range server."""
     return rangeserver
+
+
+# Modules whose every test runs once per transport (`SEGDL_TRANSPORT`): the behaviour of
+# requests, redirects, TLS, ranges, resume, faults and batches must not depend on which one
+# sends. The rest of the suite runs on the default ("auto": libcurl where pycurl imports).
+BOTH_TRANSPORTS = frozenset(
+    {
+        "test_download",
+        "test_hostile",
+        "test_faults",
+        "test_fail_fast",
+        "test_resume",
+        "test_batch",
+        "test_stream",
+        "test_transport_both",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in BOTH_TRANSPORTS:
+        metafunc.parametrize("segdl_transport", ["curl", "python"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def segdl_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The transport this test runs on (children started by the test inherit it)."""
+    choice: str | None = getattr(request, "param", None)
+    if choice is None:
+        return os.environ.get("SEGDL_TRANSPORT", "auto")
+    if choice == "curl":
+        from segdl.core.http import curl_missing
+
+        missing = curl_missing()
+        if missing is not None:
+            pytest.skip(f"the libcurl transport cannot run here: {missing}")
+    monkeypatch.setenv("SEGDL_TRANSPORT", choice)
+    return choice

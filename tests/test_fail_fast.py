@@ -23,8 +23,12 @@ from segdl.archive.safety import Budget, Limits
 from segdl.cli import main
 from segdl.cli.common import summary
 from segdl.cli.extract import summary as extract_summary
+from segdl.core.http import uses_curl
+from segdl.core.http.curl import CurlLoop
 from segdl.core.http.transport import RequestsTransport
+from segdl.core.options import Options
 from segdl.core.retry import RetryPolicy
+from segdl.core.urls import origin
 from segdl.core.verify import Checksum
 from segdl.errors import ArchiveLimitError, ConnectError, TimeoutError_, UsageError
 from segdl.file import Result
@@ -60,6 +64,17 @@ def connects(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
         counting(urllib3.util.connection.create_connection),
     )
     monkeypatch.setattr(socket, "create_connection", counting(socket.create_connection))
+    if uses_curl(Options()):
+        # libcurl connects in C: count the transfers it starts (one connection attempt each
+        # to a host that never answers).
+        start = CurlLoop._start
+
+        def counted(loop: CurlLoop, body: Any, method: str, url: str, *args: Any) -> None:
+            _, host, port = origin(url)
+            seen.append((host, port))
+            start(loop, body, method, url, *args)
+
+        monkeypatch.setattr(CurlLoop, "_start", counted)
     return seen
 
 

@@ -29,10 +29,11 @@ DEADLINE = 10.0  # generous: only for a test that would otherwise hang
 
 
 class FakeBody:
-    """What the seam needs of a body: the close hook, and a count of closes."""
+    """What the seam needs of a body: the close hook, its protocol, and a count of closes."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocol: str = "HTTP/1.1") -> None:
         self.on_close: Callable[[], None] | None = None
+        self.protocol = protocol
         self.closes = 0
 
     def close(self) -> None:

@@ -116,6 +116,9 @@ def extract(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    transport: str = Options.transport,
+    http_version: str = Options.http_version,
+    streams: int = Options.streams,
 ) -> RemoteExtractResult:
     """Download the archive at `url` and extract it into `directory` (created if needed).
 

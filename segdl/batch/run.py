@@ -313,10 +313,11 @@ class Batch:
         self.scheduler = Scheduler(
             max_connections=max_connections,
             per_host=batch.per_host,
+            streams=options.streams,
             buffer_factory=lambda: page_buffer(options.buffer_size),
             monotonic=self.clock.monotonic,
         )
-        self.pool = open_pool(options, hosts=16)
+        self.pool = open_pool(options, hosts=16, per_host=batch.per_host)
         self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
         # Results not consumed yet hold back the threads beyond a few: a caller that stops

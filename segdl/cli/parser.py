@@ -4,11 +4,13 @@ apply to the command given is a usage error naming the option and what it needs)
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .._version import __version__
 from ..batch.manifest import FORMATS
 from ..batch.template import TemplateError, safe_relative
+from ..core.http import describe as describe_transports
 from ..core.options import IF_EXISTS, MAX_CONNECTIONS
 from .common import (
     Parser,
@@ -20,6 +22,15 @@ from .common import (
     arg_seconds,
     arg_size,
 )
+
+
+class _Version(argparse.Action):
+    """`--version`: segdl's version, and which transports this installation has (argparse's
+    own version action would reflow the two lines into one)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        sys.stdout.write(f"segdl {__version__}\n{describe_transports()}\n")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +131,37 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="follow redirects from https to plain http",
     )
+    versions = parser.add_mutually_exclusive_group()
+    versions.add_argument(
+        "--http1.1",
+        dest="http_version",
+        action="store_const",
+        const="1.1",
+        default="auto",
+        help="speak HTTP/1.1 only (default: HTTP/2 over TLS where the server offers it)",
+    )
+    versions.add_argument(
+        "--http2",
+        dest="http_version",
+        action="store_const",
+        const="2",
+        help="ask for HTTP/2 (also on plain http, by upgrade)",
+    )
+    parser.add_argument(
+        "--streams",
+        type=arg_positive,
+        default=32,
+        metavar="N",
+        help="HTTP/2 requests at once on one connection (default 32; the server may allow "
+        "fewer); --per-host still counts connections",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("auto", "curl", "python"),
+        default="auto",
+        help="who sends requests: libcurl (curl), requests and sockets (python), or "
+        "libcurl where it is installed (auto, the default)",
+    )
     parser.add_argument(
         "--ca-certificate", metavar="FILE", help="trust the CA certificates in FILE"
     )
@@ -200,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_extract_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
-    parser.add_argument("--version", action="version", version=f"segdl {__version__}")
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="show the version and the transports"
+    )
     return parser
 
 

@@ -42,6 +42,9 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         "location_trusted": args.location_trusted,
         "allow_downgrade": args.allow_downgrade,
         "trust_env": not args.no_proxy_env,
+        "transport": args.transport,
+        "http_version": args.http_version,
+        "streams": args.streams,
         "direct_io": not args.no_direct_io,
     }
 

@@ -119,6 +119,7 @@ class Attempts:
         body, release = self._send(send, retire)
         if release is not None:
             body.on_close = release
+        self.fetcher.scheduler.spoke(self.host, body.protocol)
         return body
 
     def call(self, send: Callable[[], T]) -> T:

@@ -38,6 +38,11 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+TRANSPORTS = ("auto", "curl", "python")
+HTTP_VERSIONS = ("auto", "1.1", "2")
+MAX_STREAMS = 1000
+
+
 @dataclass(frozen=True)
 class Options:
     """How one download runs. Every field is checked on creation. The transport reads its
@@ -66,8 +71,19 @@ class Options:
     # a re-run) is their crash safety: two syncs per small file would cost more than its fetch.
     # Files fetched in ranges are always synced, since a control file vouches for their bytes.
     sync_each_file: bool = True
+    # The transport of per-request work: "auto" (libcurl where pycurl imports), "curl" or
+    # "python" (requests and http.client); `SEGDL_TRANSPORT` in the environment decides "auto".
+    transport: str = "auto"
+    http_version: str = "auto"  # "1.1" or "2" force a version (curl's --http1.1 / --http2)
+    streams: int = 32  # HTTP/2 requests at once on one connection (capped by the server)
 
     def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}")
+        if self.http_version not in HTTP_VERSIONS:
+            raise UsageError(f"http_version must be one of {', '.join(HTTP_VERSIONS)}")
+        if not 1 <= self.streams <= MAX_STREAMS:
+            raise UsageError(f"streams must be between 1 and {MAX_STREAMS}")
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}")
         if self.min_split < 1:

@@ -63,11 +63,13 @@ class RangeWork(Protocol):
 @dataclass
 class _Host:
     cap: int
+    limit: int  # the most `cap` recovers to: per_host, times streams once it spoke HTTP/2
     cond: threading.Condition  # requests waiting for a slot of this host wait here
     active: int = 0
     waiting: int = 0
     paused_until: float = 0.0
     last_refusal: float = 0.0
+    protocol: str = ""
 
 
 class Scheduler:
@@ -78,6 +80,7 @@ class Scheduler:
         *,
         max_connections: int,
         per_host: int,
+        streams: int = 1,
         buffer_factory: Callable[[], memoryview] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,6 +88,7 @@ class Scheduler:
             raise ValueError("connection caps must be at least 1")
         self.max_connections = max_connections
         self.per_host = per_host
+        self.streams = streams  # requests at once on one HTTP/2 connection
         # The workers' read buffer; none when the range work reads into its own (a stream's
         # pieces) or there is no range work (requests of their own only).
         self._buffer_factory = buffer_factory or _no_buffer
@@ -106,7 +110,9 @@ class Scheduler:
     def _host(self, key: Origin) -> _Host:
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = _Host(cap=self.per_host, cond=threading.Condition(self._lock))
+            host = self._hosts[key] = _Host(
+                cap=self.per_host, limit=self.per_host, cond=threading.Condition(self._lock)
+            )
         return host
 
     def _free(self, host: _Host, now: float) -> bool:
@@ -189,7 +195,7 @@ class Scheduler:
         """A request to `key` went through: a throttled host slowly gets its slots back."""
         with self._cond:
             host = self._hosts.get(key)
-            if host is None or host.cap >= self.per_host:
+            if host is None or host.cap >= host.limit:
                 return
             now = self._monotonic()
             if now - host.last_refusal >= _RECOVER_AFTER:
@@ -197,6 +203,28 @@ class Scheduler:
                 host.last_refusal = now
                 host.cond.notify()
                 self._cond.notify()
+
+    def spoke(self, key: Origin, protocol: str) -> None:
+        """Host `key` answered over `protocol`. Once it speaks HTTP/2, each of its connections
+        carries up to `streams` requests at once: its slots (and what a 429/503 takes from
+        them) count streams, and the transport keeps counting its connections."""
+        known = self._hosts.get(key)
+        if known is not None and known.protocol == protocol:
+            return  # the common case, without the lock
+        with self._cond:
+            host = self._host(key)
+            if host.protocol == protocol:
+                return
+            host.protocol = protocol
+            if protocol == "HTTP/2" and host.limit == self.per_host and self.streams > 1:
+                host.limit = self.per_host * self.streams
+                host.cap *= self.streams
+                host.cond.notify_all()
+
+    def protocols(self) -> dict[Origin, str]:
+        """The protocol each host answered over so far."""
+        with self._cond:
+            return {key: host.protocol for key, host in self._hosts.items() if host.protocol}
 
     def host_load(self, key: Origin) -> tuple[int, int, float]:
         """(requests open or waiting for a slot, cap, seconds left of its pause) of one host:

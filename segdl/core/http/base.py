@@ -7,9 +7,12 @@ Only what code outside `segdl.core.http` uses is here; each implementation (toda
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
+from ...errors import ConnectError
+from ..urls import Origin, origin
 from .semantics import Headers, Response, Validators
 
 
@@ -26,6 +29,10 @@ class ResponseBody(Protocol):
     @property
     def length(self) -> int | None:
         """The exact number of body bytes expected, None when unknown."""
+
+    @property
+    def protocol(self) -> str:
+        """The HTTP version that carried it: "HTTP/1.1" or "HTTP/2"."""
 
     def readinto(self, view: memoryview) -> int:
         """Read up to len(view) body bytes; 0 only at the clean end of the body (a body that
@@ -88,3 +95,27 @@ class ConnectionPool(Protocol):
         """From another thread: cut the requests in flight (the run is stopping)."""
 
     def close(self) -> None: ...
+
+
+class AnsweredHosts:
+    """The origins that answered a request of this run: the retry policy is patient with
+    them (see `ConnectError.answered_before`). Shared by every transport of a pool."""
+
+    def __init__(self) -> None:
+        self._answered: set[Origin] = set()
+
+    @contextmanager
+    def requesting(
+        self, url: str, translated: Callable[[str], AbstractContextManager[None]]
+    ) -> Iterator[None]:
+        """Around one request to `url`: translate its errors (`translated(url)`, the
+        transport's own), tell a connection error whether the host answered earlier in this
+        run, and remember that it answered now."""
+        key = origin(url)
+        try:
+            with translated(url):
+                yield
+        except ConnectError as exc:
+            exc.answered_before = key in self._answered
+            raise
+        self._answered.add(key)  # set.add is atomic: threads share this set without a lock

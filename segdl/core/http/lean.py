@@ -125,7 +125,7 @@ class Connections:
         self._busy: set[Any] = set()  # connections with a request on them now
         self._local = threading.local()  # the connection each thread last gave back
         self._closed = False
-        self._netrc = trust_env and _netrc_exists()
+        self._netrc = trust_env and netrc_exists()
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
 
     def usable(self, url: str) -> bool:
@@ -246,7 +246,7 @@ class Connections:
                 conn.close()
 
 
-def _netrc_exists() -> bool:
+def netrc_exists() -> bool:
     """Whether requests could take credentials from a netrc file (it looks for these)."""
     if os.environ.get("NETRC"):
         return True

@@ -10,14 +10,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
+from urllib.parse import urljoin, urlsplit
 
 from ...errors import (
     ContentTypeError,
     HTTPStatusError,
     ProtocolViolation,
     RangeIgnoredError,
+    RedirectError,
     RemoteChangedError,
 )
+from ..options import Options
+from ..urls import Origin, origin
 
 # Response headers: requests' case-insensitive dict, or http.client's message (both `.get`).
 Headers: TypeAlias = "Mapping[str, str] | http.client.HTTPMessage"
@@ -79,6 +83,47 @@ def strong_etag(value: str | None) -> str | None:
     if value.startswith('"') and value.endswith('"') and len(value) >= 2:
         return value
     return None
+
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def user_headers(options: Options, home: Origin, url: str) -> dict[str, str]:
+    """The request headers every transport sends to `url`: the user's own (`-H`) only on the
+    user's origin `home` (unless `--location-trusted`), and always `Accept-Encoding: identity`
+    (a range of an encoded body would be a range of something else)."""
+    headers = dict(options.headers) if options.location_trusted or origin(url) == home else {}
+    headers["Accept-Encoding"] = "identity"
+    return headers
+
+
+def redirect_target(
+    current: str, response: Response, seen: set[str], options: Options
+) -> str | None:
+    """Where a redirect answer to `current` leads, checked against segdl's redirect policy
+    (http(s) only, no downgrade from https unless allowed, no loop); None when `response` is
+    not a redirect. `seen` holds the URLs visited so far and gets the target."""
+    location = response.headers.get("Location")
+    if response.status_code not in REDIRECT_STATUSES or not location:
+        return None
+    target = urljoin(current, location)
+    scheme = urlsplit(target).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise RedirectError(f"refused redirect to {target}: not an http(s) URL")
+    if (
+        urlsplit(current).scheme.lower() == "https"
+        and scheme == "http"
+        and not options.allow_downgrade
+    ):
+        raise RedirectError(f"refused redirect from https to plain http: {target}")
+    if target in seen:
+        raise RedirectError(f"redirect loop at {target}")
+    seen.add(target)
+    return target
+
+
+def too_many_redirects(url: str, options: Options) -> RedirectError:
+    return RedirectError(f"more than {options.max_redirects} redirects from {url}")
 
 
 def status_error(response: Response) -> HTTPStatusError:

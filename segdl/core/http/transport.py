@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
-from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -29,14 +28,13 @@ from ...errors import (
     InvalidURLError,
     NetworkError,
     ProtocolViolation,
-    RedirectError,
     SegdlError,
     TimeoutError_,
     TLSError,
     TruncatedError,
 )
 from ..options import Options
-from ..urls import Origin, origin
+from ..urls import origin
 from . import base
 from .lean import Connections, LeanResponse, connect_error
 from .semantics import (
@@ -44,9 +42,11 @@ from .semantics import (
     check_first_response,
     check_range_response,
     check_stream_response,
+    redirect_target,
+    too_many_redirects,
+    user_headers,
 )
 
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # An answer from requests, or from the lean `http.client` layer (the same attributes).
 RawResponse: TypeAlias = requests.Response | LeanResponse
 
@@ -54,6 +54,16 @@ RawResponse: TypeAlias = requests.Response | LeanResponse
 def silence_insecure_warnings() -> None:
     """For the CLI, which prints its own one-line warning for --insecure instead."""
     warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+
+
+def warn_insecure(url: str) -> None:
+    """The warning requests gives for each unverified request, given once by a transport
+    that does not go through requests (the CLI silences both the same way)."""
+    warnings.warn(
+        f"Unverified HTTPS request is being made to {origin(url)[1]}: TLS verification is off",
+        urllib3.exceptions.InsecureRequestWarning,
+        stacklevel=3,
+    )
 
 
 def translate(exc: BaseException, url: str | None = None) -> SegdlError:
@@ -159,6 +169,7 @@ class RequestsBody:
         self.headers = response.headers
         self.status = response.status_code
         self.length = length  # exact number of body bytes expected, None when unknown
+        self.protocol = "HTTP/1.1"  # requests and http.client speak nothing else
         self.received = 0
         fp: Any = getattr(response.raw, "_fp", None)
         self._direct: Any = None
@@ -266,22 +277,7 @@ class RequestsPool:
         self._sessions: list[requests.Session] = []
         self._lean: Connections | None = None
         self._closed = False
-        # Origins that answered a request of this run: the retry policy is patient with them
-        # (see `ConnectError.answered_before`).
-        self._answered: set[Origin] = set()
-
-    @contextmanager
-    def requesting(self, url: str) -> Iterator[None]:
-        """Around one request to `url`: translate its errors, tell a connection error whether
-        the host answered earlier in this run, and remember that it answered now."""
-        key = origin(url)
-        try:
-            with translated(url):
-                yield
-        except ConnectError as exc:
-            exc.answered_before = key in self._answered
-            raise
-        self._answered.add(key)  # set.add is atomic: threads share this set without a lock
+        self.answered = base.AnsweredHosts()
 
     @property
     def lean(self) -> Connections:
@@ -383,10 +379,8 @@ class RequestsTransport:
 
     # -- requests -----------------------------------------------------------------------------
     def headers_for(self, url: str) -> dict[str, str]:
-        """User headers allowed for `url`: all of them on the user's origin, none elsewhere."""
-        if self.options.location_trusted or origin(url) == self._origin:
-            return dict(self.options.headers)
-        return {}
+        """The headers of a request to `url` (see `semantics.user_headers`)."""
+        return user_headers(self.options, self._origin, url)
 
     def request(
         self,
@@ -407,15 +401,14 @@ class RequestsTransport:
         current = url
         for _ in range(self.options.max_redirects + 1):
             headers = self.headers_for(current)
-            headers["Accept-Encoding"] = "identity"
             if extra_headers:
                 headers.update(extra_headers)
             response: RawResponse
             if lean and self.sessions.lean.usable(current):
-                with self.sessions.requesting(current):
+                with self.sessions.answered.requesting(current, translated):
                     response = self.sessions.lean.send(method, current, headers)
             else:
-                with self.sessions.requesting(current):
+                with self.sessions.answered.requesting(current, translated):
                     response = session.request(
                         method,
                         current,
@@ -427,25 +420,12 @@ class RequestsTransport:
                         # CURL_CA_BUNDLE from the environment (psf/requests#3829).
                         verify=self.options.verify,
                     )
-            location = response.headers.get("Location")
-            if response.status_code not in _REDIRECT_STATUSES or not location:
+            target = redirect_target(current, response, seen, self.options)
+            if target is None:
                 return response, current
             response.close()
-            target = urljoin(current, location)
-            scheme = urlsplit(target).scheme.lower()
-            if scheme not in ("http", "https"):
-                raise RedirectError(f"refused redirect to {target}: not an http(s) URL")
-            if (
-                urlsplit(current).scheme.lower() == "https"
-                and scheme == "http"
-                and not self.options.allow_downgrade
-            ):
-                raise RedirectError(f"refused redirect from https to plain http: {target}")
-            if target in seen:
-                raise RedirectError(f"redirect loop at {target}")
-            seen.add(target)
             current = target
-        raise RedirectError(f"more than {self.options.max_redirects} redirects from {url}")
+        raise too_many_redirects(url, self.options)
 
     def open_range(
         self,
