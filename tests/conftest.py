@@ -1,11 +1,14 @@
-"""Shared fixtures: threaded loopback range servers (see tests/rangeserver.py)."""
+"""Shared fixtures: threaded loopback range servers (see tests/rangeserver.py), and a real
+nginx with TLS and HTTP/2 (see tests/nginx.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from nginx import NginxServer, nginx_binary
 from rangeserver import RangeHTTPServer
 
 
@@ -55,6 +58,33 @@ def keepalive_server2() -> Iterator[RangeHTTPServer]:
 def httpserver(rangeserver: RangeHTTPServer) -> RangeHTTPServer:
     """Overrides pytest-httpserver's single-threaded fixture with the threaded range server."""
     return rangeserver
+
+
+NGINX_MISSING = "nginx is not installed (apt-get install nginx; .ci/run installs it)"
+CAPPED_STREAMS = 4  # nginx_h2_capped's SETTINGS_MAX_CONCURRENT_STREAMS
+
+
+def _nginx(prefix: Path, max_concurrent_streams: int) -> Iterator[NginxServer]:
+    if nginx_binary() is None:
+        pytest.skip(NGINX_MISSING)
+    with NginxServer(prefix, max_concurrent_streams=max_concurrent_streams) as server:
+        yield server
+
+
+@pytest.fixture
+def nginx_h2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    """A started nginx: `url(name)` is HTTPS with HTTP/2 (ALPN h2, http/1.1) trusting
+    `ca_path`, `http_url(name)` plain HTTP/1.1; both serve the files put in `root`;
+    `requests()` parses its access log (protocol, status, range, connection numbers).
+    Skipped only where nginx is not installed."""
+    yield from _nginx(tmp_path_factory.mktemp("nginx"), 128)
+
+
+@pytest.fixture
+def nginx_h2_capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxServer]:
+    """Like nginx_h2, but it announces SETTINGS_MAX_CONCURRENT_STREAMS = CAPPED_STREAMS (4):
+    a client may have at most 4 requests in flight on one HTTP/2 connection."""
+    yield from _nginx(tmp_path_factory.mktemp("nginx-capped"), CAPPED_STREAMS)
 
 
 # Modules whose every test runs once per transport (`SEGDL_TRANSPORT`): the behaviour of

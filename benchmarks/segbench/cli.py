@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import report
+from . import delayproxy, report
 from .pyserver import serve_main
 from .runner import Bench
 from .scenarios import ALIASES, GROUPS, SCENARIOS
@@ -36,7 +36,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="scenario(s) to run, comma separated or repeated: "
         "throttled/a, stragglers/b, unthrottled/c, memory/d, overhead/e, noburst, "
         "batch-small, batch-mixed, batch-list, batch (the three batch-*), extract-tgz, "
-        "extract-zip, extract-include, extract (the three extract-*), all (default: all)",
+        "extract-zip, extract-include, extract (the three extract-*), req-loopback, "
+        "req-hosts, req-h2, requests (the three req-*), all (default: all)",
     )
     p.add_argument(
         "--quick", action="store_true", help="smoke test: small sizes and 1 repeat (about a minute)"
@@ -144,6 +145,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         f"--quick {quick_default('memory')})",
     )
     add_batch_options(p)
+    add_request_options(p)
     p.add_argument(
         "--size-extract",
         type=parse_size,
@@ -222,6 +224,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if tool not in TOOLS:
             p.error(f"unknown tool {tool!r} (choose from {', '.join(TOOLS)})")
     opts.tools = tools
+    opts.segdl_args = dict(opts.segdl_args or [])
+    for name in opts.segdl_args:
+        if name not in SCENARIOS:
+            p.error(f"--segdl-args: unknown scenario {name!r}")
+    if not 1 <= opts.hosts <= 254:
+        p.error("--hosts must be within 1..254")
     if opts.repeat is None:
         opts.repeat = 1 if opts.quick else 3
     if opts.repeat < 1 or opts.warmup < 0:
@@ -335,6 +343,54 @@ def add_batch_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_request_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--req-count",
+        type=parse_count,
+        default=None,
+        metavar="N",
+        help="req-*: number of files (of --batch-file-size; default 2000, --quick 200)",
+    )
+    p.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=50.0,
+        metavar="MS",
+        help="req-hosts, req-h2: round trip added by the delaying proxy (default 50)",
+    )
+    p.add_argument(
+        "--hosts",
+        type=int,
+        default=64,
+        metavar="N",
+        help="req-hosts: hosts 127.0.0.1-127.0.0.N (default 64)",
+    )
+    p.add_argument(
+        "--h2-max-streams",
+        type=int,
+        default=128,
+        metavar="N",
+        help="the tls server's http2_max_concurrent_streams (default 128, nginx's default)",
+    )
+    p.add_argument(
+        "--segdl-args",
+        action="append",
+        type=_scenario_args,
+        default=None,
+        metavar="NAME=ARGS",
+        help="req-*: replace segdl's flags after -i LIST -d DIR for scenario NAME, e.g. "
+        '--segdl-args "req-h2=-j 256 --per-host 2 --streams 64 -q" (repeatable; default: '
+        "SEGDL_ARGS in segbench/scenarios/requests.py)",
+    )
+
+
+def _scenario_args(text: str) -> tuple[str, str]:
+    name, sep, args = text.partition("=")
+    if not sep or not name.startswith("req-"):
+        raise argparse.ArgumentTypeError("expected NAME=ARGS with NAME one of req-*")
+    return name.strip(), args
+
+
 def full_default(name: str) -> str:
     return ",".join(size_token(s) for s in FULL_SIZES[name])
 
@@ -351,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["_serve"]:
         return serve_main(args[1:])
+    if args[:1] == ["_delayproxy"]:
+        return delayproxy.main(args[1:])
     opts = parse_args(args)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     signal.signal(signal.SIGTERM, _raise_exit)

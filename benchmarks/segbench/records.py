@@ -53,6 +53,7 @@ class RunRecord:
     first_request_s: float | None = None  # process start to the server's first request
     items: int | None = None  # batch-list: bodies served before the tool was stopped
     stopped: str | None = None  # batch-list: why the tool was stopped
+    protocols: dict[str, int] | None = None  # req-*: requests per protocol (nginx's log)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Summary:
     first_request_max_s: float | None = None
     items: float | None = None
     items_per_s: float | None = None
+    protocols: str | None = None  # req-*: the protocols nginx logged, comma separated
 
 
 @dataclass
@@ -116,6 +118,7 @@ _OPTIONAL = {
     "stopped",
     "ideal_s",
     "wall_vs_ideal",
+    "protocols",
 }
 
 

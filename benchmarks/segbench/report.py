@@ -262,6 +262,23 @@ def auto_notes(bench: Bench, info: dict[str, Any]) -> list[str]:
             "sha256 over all files in list order). batch-list stops the tool early and checks "
             "no file."
         )
+    if any(kind.startswith("delay-") for kind in bench.servers):
+        notes.append(
+            "req-hosts and req-h2 go through the delaying proxy (delayproxy.py): every chunk "
+            f"waits {bench.opts.rtt_ms / 2:g} ms in each direction, so a request costs a "
+            f"{bench.opts.rtt_ms:g} ms round trip and a TLS handshake one or two; a new "
+            "connection's TCP handshake is NOT delayed (the proxy accepts at once), so a new "
+            "connection costs one round trip less than over a real link. The proxy is one "
+            "Python process (asyncio) whose CPU is not in any tool's figures but shares the "
+            "machine's cores."
+        )
+    if any(sc.name.startswith("req-") for sc in bench.scenarios()):
+        notes.append(
+            "req-*: the protocol column is what nginx logged ($server_protocol) for the "
+            "tool's requests. curl 7.88 (libcurl's default CURLMOPT_MAX_CONCURRENT_STREAMS of "
+            "100) puts at most 100 streams on one HTTP/2 connection and, with -Z, opens a new "
+            "connection for each transfer beyond those: its conns column shows it."
+        )
     notes.append("Throughput is in MiB/s (2^20 bytes per second), like the rates.")
     return notes
 

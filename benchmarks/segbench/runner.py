@@ -20,6 +20,7 @@ from .records import Case, Check, RunRecord, Summary
 from .scenarios import SCENARIOS, Scenario
 from .scenarios.batch import BatchSet
 from .servers import (
+    TLS_KINDS,
     LogStats,
     ManagedServer,
     NginxServer,
@@ -137,6 +138,11 @@ class Bench:
         version = nginx_version(binary) if impl == "nginx" and binary else (0,)
         for kind in kinds:
             workdir = self.tmp / f"server-{kind}"
+            if kind in TLS_KINDS and not (impl == "nginx" and binary):
+                note = f"the {kind} server needs nginx (HTTPS, HTTP/2): its scenarios are not run"
+                print(f"  {kind:11s} {note}", flush=True)
+                self.notes.append(note)
+                continue
             if impl == "nginx" and binary:
                 server: ManagedServer = NginxServer(
                     kind, self.www, workdir, self.opts, binary, version

@@ -8,6 +8,9 @@ directory in the harness's temporary directory. `kind` selects the configuration
 * unthrottled: no limit (also the server of batch-small)
 * noburst: ``sendfile_max_chunk --noburst-chunk (64k); limit_rate --rate;`` (noburst, batch-mixed)
 * anypath: no limit, and every path is answered with one tiny file (batch-list)
+* tls: no limit, HTTPS with HTTP/2 (ALPN h2 and http/1.1), a certificate for 127.0.0.1-127.0.0.N
+  and localhost from a CA made here with openssl (`ca.pem` in its directory); a second access
+  log records each request's protocol (the request scenarios, behind a DelayProxy)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .units import human_size, nginx_size
 
 RUN_PY = Path(__file__).resolve().parent.parent / "run.py"
 THROTTLED_KINDS = ("throttled", "stragglers", "noburst")
+TLS_KINDS = ("tls",)  # nginx only
 ANY_PATH_FILE = "batch-list-item.bin"  # what the anypath server answers for every path
 
 
@@ -272,9 +276,13 @@ class NginxServer(ManagedServer):
         self.workers: int = opts.nginx_workers
         self.conf = workdir / "nginx.conf"
         self.error_log = workdir / "error.log"
+        self.tls_hosts: int = getattr(opts, "hosts", 64)
+        self.h2_max_streams: int = getattr(opts, "h2_max_streams", 128)
+        self.ca_path = workdir / "ca.pem"
+        self.proto_log = workdir / "protocol.log"  # tls: '<conn> <protocol>' per request
 
     def rate_directives(self) -> list[str]:
-        if self.kind in ("unthrottled", "anypath"):
+        if self.kind in ("unthrottled", "anypath", *TLS_KINDS):
             return []  # default sendfile_max_chunk
         lines = [f"sendfile_max_chunk {nginx_size(self.chunk)};"]
         if self.kind in ("throttled", "noburst"):
@@ -283,6 +291,23 @@ class NginxServer(ManagedServer):
         if self.version >= (1, 17, 0):
             return [*lines, "limit_rate $bench_rate;"]
         return [*lines, "set $limit_rate $bench_rate;"]
+
+    def tls_directives(self) -> str:
+        """tls: the listen line and the certificate (listen ... ssl http2 before 1.25.1)."""
+        if self.version >= (1, 25, 1):
+            listen = f"        listen 127.0.0.1:{self.port} ssl;\n        http2 on;\n"
+        else:
+            listen = f"        listen 127.0.0.1:{self.port} ssl http2;\n"
+        w = self.workdir
+        return (
+            listen + f"        ssl_certificate {w}/server.pem;\n"
+            f"        ssl_certificate_key {w}/server.key;\n"
+            "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+            "        ssl_session_cache shared:SSL:10m;\n"
+            f"        http2_max_concurrent_streams {self.h2_max_streams};\n"
+            f"        access_log {self.proto_log} proto;\n"
+            f"        access_log {self.log_path} bench;\n"
+        )
 
     def config_text(self) -> str:
         w = self.workdir
@@ -319,11 +344,16 @@ class NginxServer(ManagedServer):
             f"{temp}"
             "    log_format bench '$connection $connection_requests $status $body_bytes_sent '\n"
             "                     '$request_time \"$http_range\" $msec';\n"
+            "    log_format proto '$connection $server_protocol';\n"
             f"    access_log {self.log_path} bench;\n"
             f"{map_block}"
             "    server {\n"
-            f"        listen 127.0.0.1:{self.port};\n"
-            "        server_name localhost;\n"
+            + (
+                self.tls_directives()
+                if self.kind in TLS_KINDS
+                else f"        listen 127.0.0.1:{self.port};\n"
+            )
+            + "        server_name localhost;\n"
             f"        root {self.docroot};\n"
             f"{rate}"
             "    }\n"
@@ -332,7 +362,13 @@ class NginxServer(ManagedServer):
 
     def prepare(self) -> None:
         (self.workdir / "tmp").mkdir(exist_ok=True)
+        if self.kind in TLS_KINDS and not self.ca_path.exists():
+            make_tls_files(self.workdir, self.tls_hosts)
         self.conf.write_text(self.config_text())
+
+    def url(self, name: str) -> str:
+        scheme = "https" if self.kind in TLS_KINDS else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/{name}"
 
     def command(self) -> list[str]:
         argv = [self.binary, "-p", f"{self.workdir}/", "-c", str(self.conf)]
@@ -352,4 +388,93 @@ class NginxServer(ManagedServer):
             directives += " (no limit_rate_after)"
         if self.any_path:
             directives += f", every path rewritten to /{self.any_path}"
+        if self.kind in TLS_KINDS:
+            directives += (
+                f", HTTPS (`listen ... ssl http2`, TLS 1.2/1.3, ECDSA P-256 certificate from a CA "
+                f"made with openssl), http2_max_concurrent_streams {self.h2_max_streams}"
+            )
         return f"nginx {version}, sendfile on, {directives}"
+
+
+def make_tls_files(folder: Path, hosts: int) -> None:
+    """ca.pem (a self-signed CA), server.pem and server.key (ECDSA P-256) valid for
+    127.0.0.1-127.0.0.<hosts> and localhost, made with the openssl command."""
+    names = ",".join(f"IP:127.0.0.{i}" for i in range(1, hosts + 1)) + ",DNS:localhost"
+    ext = folder / "server-ext.cnf"
+    ext.write_text(
+        f"subjectAltName={names}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        ["openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "30",
+         "-subj", "/CN=segbench test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["openssl", "req", *ec, "-keyout", "server.key", "-out", "server.csr",
+         "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "server.pem", "-days", "30", "-extfile", ext.name],
+    ]  # fmt: skip
+    for argv in steps:
+        proc = subprocess.run(argv, cwd=folder, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv[:3])} failed: {proc.stderr.strip()[-500:]}")
+
+
+def protocol_counts(path: Path, offset: int) -> dict[str, int]:
+    """tls: requests per protocol ("HTTP/2.0", "HTTP/1.1") logged since `offset`."""
+    counts: dict[str, int] = {}
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            for raw in log:
+                cols = raw.decode("ascii", "replace").split()
+                if len(cols) == 2:
+                    counts[cols[1]] = counts.get(cols[1], 0) + 1
+    except OSError:
+        pass
+    return counts
+
+
+class DelayProxy(ManagedServer):
+    """The delaying TCP proxy (delayproxy.py) in front of `target`, listening on
+    127.0.0.1-127.0.0.<hosts> at one port: `host_url(i, name)` goes through host i."""
+
+    impl = "delayproxy"
+
+    def __init__(
+        self, target: ManagedServer, workdir: Path, opts: argparse.Namespace, delay_ms: float
+    ) -> None:
+        super().__init__(f"delay-{target.kind}", target.docroot, workdir, opts)
+        self.target = target
+        self.hosts: int = opts.hosts
+        self.delay_ms = delay_ms
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            str(RUN_PY),
+            "_delayproxy",
+            f"--listen-port={self.port}",
+            f"--hosts={self.hosts}",
+            f"--target-port={self.target.port}",
+            f"--delay-ms={self.delay_ms}",
+        ]
+
+    def host_url(self, host: int, name: str) -> str:
+        scheme = "https" if self.target.kind in TLS_KINDS else "http"
+        return f"{scheme}://127.0.0.{host}:{self.port}/{name}"
+
+    def url(self, name: str) -> str:
+        return self.host_url(1, name)
+
+    def describe(self) -> str:
+        return (
+            f"delaying TCP proxy (delayproxy.py, asyncio) on 127.0.0.1-127.0.0.{self.hosts}, "
+            f"{self.delay_ms:g} ms each way ({2 * self.delay_ms:g} ms round trip; a new "
+            f"connection's TCP handshake is not delayed), in front of the {self.target.kind} server"
+        )
