@@ -157,6 +157,7 @@ class Engine:
         self._first: ResponseBody | None = None
         self.attempts = 0  # requests that opened a body or failed (for reports)
         self.http_status: int | None = None  # status of the last answer with a body
+        self.protocol: str | None = None  # the HTTP version of the first answer with a body
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -239,6 +240,7 @@ class Engine:
         except Stop:
             raise Interrupted("interrupted") from None
         self.http_status = body.status
+        self.protocol = body.protocol
         self._first = body
         try:
             info = info_from_first(url, final_url, body)

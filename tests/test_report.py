@@ -66,6 +66,13 @@ def write_all(path: Path, rows: list[ReportRow]) -> None:
             writer.write(item)
 
 
+def test_a_report_without_the_protocol_column_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "old.csv"
+    path.write_text(",".join(COLUMNS[:-1]) + "\n0,https://e.com/0,0,ok,200,5,0.5,1,\n")
+    [read] = read_report(path)
+    assert read.status == "ok" and read.protocol is None
+
+
 @pytest.mark.parametrize("extension", EXTENSIONS)
 def test_round_trip(tmp_path: Path, extension: str) -> None:
     path = tmp_path / f"report{extension}"
@@ -85,9 +92,11 @@ def test_json_lines_are_compact_objects_in_column_order(tmp_path: Path) -> None:
     write_all(path, [row(0, seconds=1.23456), ROWS[2]])
     assert path.read_text(encoding="utf-8").splitlines() == [
         '{"index":0,"url":"https://example.com/0.bin","path":"files/0.bin","status":"ok",'
-        '"http_status":200,"bytes":1000,"seconds":1.235,"attempts":1,"error":null}',
+        '"http_status":200,"bytes":1000,"seconds":1.235,"attempts":1,"error":null,'
+        '"protocol":null}',
         '{"index":2,"url":"https://example.com/2.bin","path":null,"status":"failed",'
-        '"http_status":404,"bytes":0,"seconds":1.5,"attempts":3,"error":"HTTP 404: Not Found"}',
+        '"http_status":404,"bytes":0,"seconds":1.5,"attempts":3,"error":"HTTP 404: Not Found",'
+        '"protocol":null}',
     ]
 
 
@@ -96,8 +105,8 @@ def test_csv_has_a_header_and_writes_none_as_empty(tmp_path: Path) -> None:
     write_all(path, [row(0, seconds=0.0004), ROWS[2]])
     assert path.read_bytes().decode().splitlines() == [
         ",".join(COLUMNS),
-        "0,https://example.com/0.bin,files/0.bin,ok,200,1000,0.0,1,",
-        "2,https://example.com/2.bin,,failed,404,0,1.5,3,HTTP 404: Not Found",
+        "0,https://example.com/0.bin,files/0.bin,ok,200,1000,0.0,1,,",
+        "2,https://example.com/2.bin,,failed,404,0,1.5,3,HTTP 404: Not Found,",
     ]
 
 
@@ -106,7 +115,7 @@ def test_tsv_is_tab_separated(tmp_path: Path) -> None:
     write_all(path, [row(0)])
     assert path.read_bytes().decode().splitlines() == [
         "\t".join(COLUMNS),
-        "0\thttps://example.com/0.bin\tfiles/0.bin\tok\t200\t1000\t0.25\t1\t",
+        "0\thttps://example.com/0.bin\tfiles/0.bin\tok\t200\t1000\t0.25\t1\t\t",
     ]
 
 
@@ -235,14 +244,14 @@ def test_a_name_that_is_not_utf8_survives(tmp_path: Path) -> None:
         (
             "bad.json",
             json.dumps(
-                dict(zip(COLUMNS, [0, "u", None, "done", None, 1, 0, 1, None], strict=True))
+                dict(zip(COLUMNS, [0, "u", None, "done", None, 1, 0, 1, None, None], strict=True))
             ),
             1,
         ),
         (
             "bad.ndjson",
             json.dumps(
-                dict(zip(COLUMNS, [True, "u", None, "ok", None, 1, 0, 1, None], strict=True))
+                dict(zip(COLUMNS, [True, "u", None, "ok", None, 1, 0, 1, None, None], strict=True))
             ),
             1,
         ),

@@ -26,7 +26,20 @@ from ..errors import DestinationError, DiskFullError, UsageError
 
 __all__ = ["COLUMNS", "EXTENSIONS", "STATUSES", "ReportRow", "ReportWriter", "read_report"]
 
-COLUMNS = ("index", "url", "path", "status", "http_status", "bytes", "seconds", "attempts", "error")
+COLUMNS = (
+    "index",
+    "url",
+    "path",
+    "status",
+    "http_status",
+    "bytes",
+    "seconds",
+    "attempts",
+    "error",
+    "protocol",
+)
+# A report from before "protocol" was added is still read (the column is None there).
+_REQUIRED = COLUMNS[:-1]
 STATUSES = ("ok", "skipped", "failed")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
@@ -52,6 +65,7 @@ class ReportRow:
     seconds: float
     attempts: int
     error: str | None
+    protocol: str | None = None  # the HTTP version its answer came over ("HTTP/2", "HTTP/1.1")
 
 
 def _format_of(path: Path) -> str:
@@ -83,6 +97,7 @@ def _values(row: ReportRow) -> list[Any]:
         round(row.seconds, 3),
         row.attempts,
         _one_line(row.error),
+        row.protocol,
     ]
 
 
@@ -238,7 +253,7 @@ def _optional_text(value: object, column: str) -> str | None:
 
 
 def _row(fields: Mapping[str, object]) -> ReportRow:
-    missing = [column for column in COLUMNS if column not in fields]
+    missing = [column for column in _REQUIRED if column not in fields]
     if missing:
         raise ValueError(f"no {', '.join(missing)}")
     seconds = fields["seconds"]
@@ -257,6 +272,7 @@ def _row(fields: Mapping[str, object]) -> ReportRow:
         seconds=float(seconds),
         attempts=_int(fields["attempts"], "attempts"),
         error=_optional_text(fields["error"], "error"),
+        protocol=_optional_text(fields.get("protocol"), "protocol"),
     )
 
 
@@ -343,7 +359,7 @@ def read_report(path: Path) -> Iterator[ReportRow]:
 
 
 def _header(fields: list[str]) -> list[str]:
-    if missing := [column for column in COLUMNS if column not in fields]:
+    if missing := [column for column in _REQUIRED if column not in fields]:
         raise ValueError(f"no column {', '.join(missing)} in the header")
     return fields
 

@@ -597,7 +597,15 @@ class Batch:
             if result is None:  # the destination existed: skipped
                 final = names[-1] if names else path
                 size = _size(final) if final is not None else 0
-                return ItemResult(record.index, url, final, "skipped", engine.http_status, size)
+                return ItemResult(
+                    record.index,
+                    url,
+                    final,
+                    "skipped",
+                    engine.http_status,
+                    size,
+                    protocol=engine.protocol,
+                )
             if self.journal is not None:
                 self.journal.record_ok(
                     item.key,
@@ -619,6 +627,7 @@ class Batch:
                 seconds,
                 attempts,
                 result=result,
+                protocol=engine.protocol,
             )
         error = "; ".join(item.errors) or "no URL could be tried"
         if self.journal is not None:

@@ -176,4 +176,5 @@ def _row(result: ItemResult, directory: Path) -> ReportRow:
         seconds=result.seconds,
         attempts=result.attempts,
         error=result.error,
+        protocol=result.protocol,
     )
