@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..core.clock import Clock
+from ..core.cookies import Cookies
 from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
 from ..core.fetch import Fetcher
@@ -116,6 +117,9 @@ def extract(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    user_agent: str | None = None,
+    cookies: str | Cookies | None = None,
+    load_cookies: str | os.PathLike[str] | None = None,
 ) -> RemoteExtractResult:
     """Download the archive at `url` and extract it into `directory` (created if needed).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import http.cookiejar
 import socket
 import ssl
 import threading
@@ -303,6 +304,9 @@ class RequestsPool:
         if session is None:
             session = requests.Session()
             session.trust_env = self.options.trust_env
+            # No cookie engine: only the user's cookies are sent (by `headers_for`), as on the
+            # lean path; what a server sets is never sent back.
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
             session.verify = self.options.verify
             session.max_redirects = self.options.max_redirects
             adapter = requests.adapters.HTTPAdapter(pool_connections=self.hosts, pool_maxsize=1)
@@ -383,10 +387,19 @@ class RequestsTransport:
 
     # -- requests -----------------------------------------------------------------------------
     def headers_for(self, url: str) -> dict[str, str]:
-        """User headers allowed for `url`: all of them on the user's origin, none elsewhere."""
+        """The headers the user's options give a request to `url`: the User-Agent; -H headers
+        on the user's origin only (unless location_trusted); the cookies that belong there."""
+        headers = {"User-Agent": self.options.user_agent}
         if self.options.location_trusted or origin(url) == self._origin:
-            return dict(self.options.headers)
-        return {}
+            for name, value in self.options.headers:
+                if name.lower() == "user-agent":
+                    headers.pop("User-Agent", None)  # -H User-Agent: the user's own wins
+                headers[name] = value
+        cookie = self.options.cookies.header(url, self.url)
+        if cookie is not None:
+            given = next((k for k in headers if k.lower() == "cookie"), None)
+            headers[given or "Cookie"] = f"{headers[given]}; {cookie}" if given else cookie
+        return headers
 
     def request(
         self,
