@@ -12,7 +12,7 @@ from typing import IO
 from ..api import download
 from ..api import open as segdl_open
 from ..bars import TqdmListener
-from ..core.cookies import Cookies
+from ..core.cookies import NO_COOKIES
 from ..core.events import TransferListener
 from ..core.units import human_size
 from ..errors import Interrupted, SegdlError, UsageError
@@ -46,7 +46,7 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         "direct_io": not args.no_direct_io,
         # Identity (issue 19): -b strings and --load-cookies, parsed already, in one set.
         "user_agent": args.user_agent,
-        "cookies": sum(args.cookie, args.load_cookies or Cookies()),
+        "cookies": sum(args.cookie, NO_COOKIES) + (args.load_cookies or NO_COOKIES),
     }
 
 

@@ -96,7 +96,7 @@ def _domain_matches(host: str, domain: str, subdomains: bool) -> bool:
     if not subdomains or not host.endswith("." + domain):
         return False
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(domain)
     except ValueError:
         return True
     return False  # an IP address has no subdomains
