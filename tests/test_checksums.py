@@ -364,3 +364,13 @@ def test_usage_errors(
         assert message in one_line_error(err, prefix="segdl: error:"), argv
     assert rangeserver.requests == []
     assert not (tmp_path / "d").exists() or files_under(tmp_path / "d") == {}
+
+
+def test_a_cluster_shard_keeps_the_records_digest() -> None:
+    from segdl.cluster.shards import decode_record, encode_record
+
+    checksum = Checksum("sha256", "ab" * 32, "field 'sha256' of line 2 of m.csv")
+    record = Record(3, 4, ("http://h/a",), {"url": "http://h/a"}, checksum=checksum)
+    assert decode_record(encode_record(record)) == record
+    plain = Record(0, 1, ("http://h/b",), {"url": "http://h/b"})
+    assert decode_record(encode_record(plain)) == plain
