@@ -358,6 +358,10 @@ def test_usage_errors(
         ([url, "--checksums", str(tmp_path / "missing")], "cannot read"),
         ([url, "--checksums", str(no_line)], "has no checksum line"),
     ]
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{sha256(b'x')}  f000.bin\n")
+    code, _, err = cli(capsys, url, "-o", "-", "--checksums", str(sums))
+    assert code == 2 and "--checksums: with one URL, not with -o -" in one_line_error(err)
     for argv, message in cases:
         code, _, err = cli(capsys, *argv, "-d", dest)
         assert code == 2, (argv, err)
@@ -374,3 +378,24 @@ def test_a_cluster_shard_keeps_the_records_digest() -> None:
     assert decode_record(encode_record(record)) == record
     plain = Record(0, 1, ("http://h/b",), {"url": "http://h/b"})
     assert decode_record(encode_record(plain)) == plain
+
+
+def test_one_url_with_checksums_runs_as_a_batch_of_one(
+    rangeserver: RangeHTTPServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = small_files(1)
+    [data] = files.values()
+    [served] = serve_files(rangeserver, files).values()
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text(f"{sha256(data)}  kept.bin\n{sha256(b'no')}  refused.bin\n")
+    code, _, err = cli(
+        capsys, served.url, "-o", str(tmp_path / "kept.bin"), "--checksums", str(sums)
+    )
+    assert code == 0, err
+    assert (tmp_path / "kept.bin").read_bytes() == data
+    code, _, err = cli(
+        capsys, served.url, "-o", str(tmp_path / "refused.bin"), "--checksums", str(sums)
+    )
+    assert code == 1 and sha256(data) in err and sha256(b"no") in err
+    assert not (tmp_path / "refused.bin").exists()
+    assert not (tmp_path / "refused.bin.part").exists()

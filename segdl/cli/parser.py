@@ -259,7 +259,15 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace, sever
     streamed = args.output == "-" or (args.extract is not None and not several)
     if args.window is not None and not streamed:
         parser.error("--window: only with -o - (or --extract DIR with one URL)")
-    chosen = [o for o, v in (("--report", args.report), ("--accept", args.accept)) if v]
+    chosen = [
+        o
+        for o, v in (
+            ("--report", args.report),
+            ("--accept", args.accept),
+            ("--checksums", args.checksums),
+        )
+        if v
+    ]
     if chosen and not several and streamed:
         parser.error(
             f"{', '.join(chosen)}: with one URL, not with -o - or --extract "
