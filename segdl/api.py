@@ -19,12 +19,13 @@ from .batch.results import BatchListener, ItemResult
 from .batch.run import BatchOptions, BatchResults, run_batch
 from .batch.template import DEFAULT, Template
 from .core.clock import Clock
+from .core.cookies import Cookies
 from .core.destination import Target
 from .core.events import TransferListener
 from .core.http import open_transport
 from .core.options import Options, options_from
 from .core.urls import check_url
-from .core.verify import Checksum
+from .core.verify import Checksum, read_checksums
 from .errors import UsageError
 from .file import Result, download_file
 from .stream import WINDOW_DEFAULT, RemoteFile, open_remote, read_limited
@@ -60,6 +61,9 @@ def download(
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
+    user_agent: str | None = None,
+    cookies: str | Cookies | None = None,
+    load_cookies: str | os.PathLike[str] | None = None,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
@@ -68,6 +72,10 @@ def download(
 
     Raises a `segdl.SegdlError` subclass on failure; no file is ever left under the final
     name unless every byte arrived and checked out.
+
+    `user_agent` replaces segdl's own (`segdl/VERSION`). `cookies` (`"name=value; ..."`, as
+    curl's `-b`) go to the origin of `url` only; `load_cookies` names a Netscape cookie file
+    (curl's, wget's, aria2c's) whose cookies go to the domains and paths they belong to.
     """
     arguments = locals()
     check_url(url)
@@ -123,6 +131,10 @@ def iter_download_many(
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
+    user_agent: str | None = None,
+    cookies: str | Cookies | None = None,
+    load_cookies: str | os.PathLike[str] | None = None,
+    checksums: str | os.PathLike[str] | Mapping[str, Checksum] | None = None,
     listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
@@ -142,8 +154,17 @@ def iter_download_many(
     for none). Raises `Interrupted` when `cancel` is set (run it again to resume),
     `DiskFullError` when the disk fills up (the batch stops there; run it again once there is
     room), and UsageError for bad options, before anything is fetched.
+
+    Each file's bytes must match its digest, when it has one: the record's (`read_manifest`'s
+    `checksum_field`, an aria2 `checksum=` line), else its line in `checksums` (a
+    `sha256sum`/`md5sum`-format file, or a mapping, by path relative to `directory`), else
+    `checksum`. A file that does not match is a failed item and is not kept. The journal
+    skips a finished item only if it was verified against the digest asked for now.
+    `user_agent`, `cookies` and `load_cookies` are `download`'s.
     """
     options = options_from(locals(), sync_each_file=False)
+    if checksums is not None and not isinstance(checksums, Mapping):
+        checksums = read_checksums(checksums)
     batch = BatchOptions(
         files_in_flight=jobs,
         max_connections=max_connections,
@@ -151,6 +172,7 @@ def iter_download_many(
         template=Template.parse(template),
         journal=journal is not False,
         journal_path=None if isinstance(journal, bool) else Path(journal),
+        checksums=checksums,
     )
     folder = Path(directory) if directory is not None else Path.cwd()
     return run_batch(
@@ -177,6 +199,9 @@ def open(
     transport: str = Options.transport,
     http_version: str = Options.http_version,
     streams: int = Options.streams,
+    user_agent: str | None = None,
+    cookies: str | Cookies | None = None,
+    load_cookies: str | os.PathLike[str] | None = None,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,

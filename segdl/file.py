@@ -158,6 +158,8 @@ class Engine:
         self.attempts = 0  # requests that opened a body or failed (for reports)
         self.http_status: int | None = None  # status of the last answer with a body
         self.protocol: str | None = None  # the HTTP version of the first answer with a body
+        # The digest the file must have: the options', or a batch item's own (set before `run`).
+        self.checksum: Checksum | None = options.checksum
 
     # -- public -------------------------------------------------------------------------------
     @property
@@ -709,7 +711,7 @@ class Engine:
     # -- verification ---------------------------------------------------------------------------
     def _verify(self, part: PartFile, size: int, info: RemoteInfo) -> tuple[Checksum, ...]:
         """The digests the file matched; raises IntegrityError at the first it does not."""
-        checks = tuple(c for c in (self.options.checksum, server_digest(info.digest)) if c)
+        checks = tuple(c for c in (self.checksum, server_digest(info.digest)) if c)
         for check in checks:
             self.listener.verifying(check)
             actual = file_digest(part.read_at, size, check.algorithm)

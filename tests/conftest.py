@@ -99,7 +99,8 @@ BOTH_TRANSPORTS = frozenset(
         "test_resume",
         "test_batch",
         "test_stream",
-        "test_transport_both",
+        "test_cookies",
+        "test_proxies",
     }
 )
 

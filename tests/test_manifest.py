@@ -19,6 +19,7 @@ import pytest
 
 from segdl.batch import manifest
 from segdl.batch.manifest import FORMATS, BadRecord, Record, detect_format, read_manifest
+from segdl.core.verify import Checksum
 from segdl.errors import UsageError
 
 Item = Record | BadRecord
@@ -91,7 +92,7 @@ http://a.example/x.iso\thttp://b.example/x.iso\t\thttps://c.example/x.iso
   out=isos/x.iso
 \tdir=downloads
   split=5
-  checksum=sha-256=abc
+  checksum=sha-256=abababababababababababababababababababababababababababababababab
   no equals sign here
 
 https://d.example/y
@@ -102,16 +103,19 @@ http://e.example/z   \r
 
 
 def test_txt_aria2_input_file() -> None:
+    first = rec(
+        0,
+        5,
+        "http://a.example/x.iso",
+        "http://b.example/x.iso",
+        "https://c.example/x.iso",
+        out="isos/x.iso",
+        dir="downloads",
+    )
+    # checksum= is honoured (the digest its bytes must have); split= and the others are not.
+    digest = Checksum("sha256", "ab" * 32, "checksum= on line 9 of the input")
     assert read(ARIA2) == [
-        rec(
-            0,
-            5,
-            "http://a.example/x.iso",
-            "http://b.example/x.iso",
-            "https://c.example/x.iso",
-            out="isos/x.iso",
-            dir="downloads",
-        ),
+        dataclasses.replace(first, checksum=digest),
         # The last out= wins, as in aria2.
         rec(1, 12, "https://d.example/y", out="second.bin"),
         rec(2, 15, "http://e.example/z"),

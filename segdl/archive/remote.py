@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..core.clock import Clock
+from ..core.cookies import Cookies
 from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
 from ..core.fetch import Fetcher
@@ -119,6 +120,9 @@ def extract(
     transport: str = Options.transport,
     http_version: str = Options.http_version,
     streams: int = Options.streams,
+    user_agent: str | None = None,
+    cookies: str | Cookies | None = None,
+    load_cookies: str | os.PathLike[str] | None = None,
 ) -> RemoteExtractResult:
     """Download the archive at `url` and extract it into `directory` (created if needed).
 

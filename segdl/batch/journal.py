@@ -31,11 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import TracebackType
 
+from ..core.verify import Checksum
 from ..errors import DestinationError, DiskFullError
 
 __all__ = ["SCHEMA_VERSION", "Entry", "Journal", "journal_path"]
 
-SCHEMA_VERSION = 1
+# 2 added `digest`; a journal of version 1 is migrated when opened (one ALTER TABLE).
+SCHEMA_VERSION = 2
 _BUSY_TIMEOUT = 2.0  # seconds; a module global so that tests need not wait for it
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL exists only from Python 3.11
 
@@ -50,13 +52,14 @@ CREATE TABLE items (
     last_modified TEXT,
     sha256 TEXT,
     error TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    digest TEXT
 )
 """
-_COLUMNS = "key, url, path, status, size, etag, last_modified, sha256, error, updated"
+_COLUMNS = "key, url, path, status, size, etag, last_modified, sha256, error, updated, digest"
 # REPLACE rather than ON CONFLICT DO UPDATE: every column is written anyway, and it works with
 # the oldest SQLite a Python 3.10 may be linked against.
-_UPSERT = f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_UPSERT = f"INSERT OR REPLACE INTO items ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -81,6 +84,13 @@ class Entry:
     sha256: str | None
     error: str | None
     updated: float  # wall time of the record
+    # The checksum its bytes were verified against, `ALGO=HEX` (`Checksum.spec`); None: none
+    # was asked for.
+    digest: str | None = None
+
+    def vouches_for(self, checksum: Checksum | None) -> bool:
+        """Whether its bytes are known to match `checksum` (None: nothing is asked)."""
+        return checksum is None or self.digest == checksum.spec
 
 
 def _relative_parts(path: str) -> tuple[str, ...] | None:
@@ -190,7 +200,7 @@ class Journal:
         # The version is read before anything is written, so that a file that is not ours
         # (or is from another version) is refused untouched rather than converted.
         (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise DestinationError(
                 f"the journal {self.path} was written by another version of segdl "
                 f"(schema {version}); delete it to start the batch afresh"
@@ -203,10 +213,13 @@ class Journal:
         # file systems) SQLite keeps its rollback journal and we are only slower.
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        if version == 0:
+        if version in (0, 1):
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute(_SCHEMA)
+                if version == 0:
+                    db.execute(_SCHEMA)
+                else:  # items verified before version 2 vouch for no digest
+                    db.execute("ALTER TABLE items ADD COLUMN digest TEXT")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("COMMIT")
             except BaseException:
@@ -271,24 +284,26 @@ class Journal:
         etag: str | None = None,
         last_modified: str | None = None,
         sha256: str | None = None,
+        digest: str | None = None,
     ) -> None:
-        """Mark `key` finished. Call it only once the file has its final name."""
+        """Mark `key` finished. Call it only once the file has its final name; `digest`: the
+        checksum (`ALGO=HEX`) its bytes matched, if one was asked for."""
         if _relative_parts(path) is None:
             raise ValueError(f"not a relative path inside the batch directory: {path!r}")
-        self._record((key, url, path, "ok", size, etag, last_modified, sha256, None))
+        self._record((key, url, path, "ok", size, etag, last_modified, sha256, None, digest))
 
     def record_failed(self, key: str, *, url: str, path: str | None, error: str) -> None:
         """Mark `key` failed with a one-line `error`, replacing whatever was recorded."""
         if path is not None and _relative_parts(path) is None:
             raise ValueError(f"not a relative path inside the batch directory: {path!r}")
-        self._record((key, url, path, "failed", None, None, None, None, error))
+        self._record((key, url, path, "failed", None, None, None, None, error, None))
 
     def _record(self, values: tuple[object, ...]) -> None:
         with self._lock:
             self._check_open()
             try:
                 # No transaction is open (isolation_level=None): the statement commits itself.
-                self._db.execute(_UPSERT, (*values, self._wall()))
+                self._db.execute(_UPSERT, (*values[:9], self._wall(), *values[9:]))
             except sqlite3.Error as exc:
                 raise self._write_error(exc) from exc
 

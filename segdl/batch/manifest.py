@@ -23,10 +23,11 @@ import sys
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any, TypeAlias, cast
 
 from ..core.urls import check_url
+from ..core.verify import Checksum, parse_digest
 from ..errors import InvalidURLError, UsageError
 from .template import TemplateError, safe_relative
 
@@ -111,6 +112,8 @@ class Record:
     out: str | None = None
     dir: str | None = None
     unit: str = "line"  # what `line` counts: "line", or "record" in a json array
+    # The digest its bytes must have: a `checksum_field`'s, or an aria2 `checksum=` line's.
+    checksum: Checksum | None = None
 
     @property
     def where(self) -> str:
@@ -147,6 +150,7 @@ def read_manifest(
     url_field: str | None = None,
     records: str | None = None,
     fields: Iterable[str] = (),
+    checksum_field: str | None = None,
 ) -> Generator[Record | BadRecord, None, None]:
     """Read the manifest `source` (a path, ``"-"`` for standard input, or a binary file
     object) as a stream of `Record` and `BadRecord`, in input order.
@@ -157,14 +161,18 @@ def read_manifest(
     (``data.items``). txt records always carry their first URL as the field ``url``, and
     refuse a `url_field`. Gzip is recognised by a ``.gz`` name or by its magic bytes.
     `fields` are fields the caller will need (a template's): the first usable record must
-    have them, unless aria2 ``out=``/``dir=`` options name its file.
+    have them, unless aria2 ``out=``/``dir=`` options name its file. `checksum_field` names
+    the field holding each record's digest (csv, tsv, json, jsonl: ``sha256:HEX``,
+    ``ALGO=HEX`` or bare hex; see `verify.parse_digest`), which its bytes must match; a
+    record without a valid one is a `BadRecord` (the first one: a `UsageError`). txt records
+    take theirs from an aria2 ``checksum=sha-256=HEX`` option line.
 
     Raises `UsageError` now, before anything is iterated, when the input as a whole is
     unusable, which includes what its first records show (see the module docstring); only
     those are read ahead, and only up to the first usable one. Closing the generator closes
     a file it opened; standard input and file objects passed in are left open.
     """
-    reader = _read(source, format, url_field, records, frozenset(fields))
+    reader = _read(source, format, url_field, records, frozenset(fields), checksum_field)
     # Running up to the first yield opens and checks the input now, so usage errors surface
     # here rather than at the first next(); and a started generator closes its file when it
     # is dropped unread, which one never started would not.
@@ -274,6 +282,7 @@ def _read(
     url_field: str | None,
     records: str | None,
     fields: frozenset[str],
+    checksum_field: str | None = None,
 ) -> Generator[Record | BadRecord | None, None, None]:
     if fmt is not None and fmt not in FORMATS:
         raise UsageError(f"unknown manifest format {fmt!r} (expected {', '.join(FORMATS)})")
@@ -292,6 +301,14 @@ def _read(
                 f"--url-field applies to csv, tsv, json and jsonl input, and {name} is read as "
                 "txt (one URL per line; --input-format names another format)"
             )
+        if checksum_field is not None and fmt == "txt":
+            raise UsageError(
+                f"--checksum-field applies to csv, tsv, json and jsonl input, and {name} is "
+                "read as txt (there, an indented 'checksum=sha-256=HEX' line under a URL gives "
+                "its digest)"
+            )
+        if checksum_field == "":
+            raise UsageError("--checksum-field must not be empty")
         field = url_field or "url"
         body: Iterator[Record | BadRecord]
         if fmt == "json":
@@ -308,9 +325,11 @@ def _read(
                 except _ReadError as exc:
                     raise UsageError(f"cannot read {name}: {exc}") from None
                 if fmt == "txt":
-                    body = _txt_records(lines, name if guessed else None)
+                    body = _txt_records(lines, name if guessed else None, name)
                 else:
                     body = _jsonl_records(lines, field, name)
+        if checksum_field is not None:
+            body = _with_digests(body, checksum_field, name)
         head: list[Record | BadRecord] = []
         try:
             for item in body:
@@ -333,6 +352,40 @@ def _read(
         except _ReadError as exc:
             # Items are yielded in index order, so the count is the next index.
             yield _unreadable(yielded, exc)
+
+
+def _with_digests(
+    body: Iterator[Record | BadRecord], field: str, name: str
+) -> Iterator[Record | BadRecord]:
+    """The records of `body` with their digest from `field`. Until one record has a valid
+    one, a missing or invalid digest is the wrong field or format for the whole input: a
+    UsageError (raised while the first records are read ahead)."""
+    seen = False
+    for item in body:
+        if isinstance(item, Record):
+            try:
+                item = replace(item, checksum=_digest(item, field, name))
+            except _Invalid as exc:
+                if not seen:
+                    have = ", ".join(repr(k) for k in item.fields) or "none"
+                    raise UsageError(
+                        f"{name}: {item.where}: {exc} (--checksum-field {field}; its fields "
+                        f"are: {have})"
+                    ) from None
+                item = _bad(item.index, item.line, item.unit, str(exc))
+            else:
+                seen = True
+        yield item
+
+
+def _digest(record: Record, field: str, name: str) -> Checksum:
+    value = record.fields.get(field, "").strip()
+    if not value:
+        raise _Invalid(f"no checksum in field {field!r}")
+    try:
+        return parse_digest(value, f"field {field!r} of {record.where} of {name}")
+    except UsageError as exc:
+        raise _Invalid(f"field {field!r}: {exc}") from None
 
 
 def _unreadable(index: int, exc: _ReadError) -> BadRecord:
@@ -412,16 +465,21 @@ def _read_prefix(raw: IO[bytes], size: int) -> bytes:
 # --- txt: the aria2c input-file format ---------------------------------------------------
 
 
-def _txt_records(lines: _Lines, guessed: str | None = None) -> Iterator[Record | BadRecord]:
+def _txt_records(
+    lines: _Lines, guessed: str | None = None, name: str = "the input"
+) -> Iterator[Record | BadRecord]:
     """URL lines (TAB between mirrors), each followed by indented ``key=value`` option lines.
 
     A record is complete only when the next URL line or the end shows its options are over.
     Blank and comment lines between them do not end the options. `guessed` is the input's
     name when nothing named its format: a first line of JSON or a CSV header is then a
-    UsageError rather than a list of odd URLs.
+    UsageError rather than a list of odd URLs. An invalid ``checksum=`` of the first usable
+    record is a UsageError too (the rest become bad records).
     """
     index = 0
     pending: _PendingTxt | None = None
+    seen = False  # a usable record was yielded
+
     while True:
         try:
             text = next(lines)
@@ -436,7 +494,9 @@ def _txt_records(lines: _Lines, guessed: str | None = None) -> Iterator[Record |
                     pending.broken = f"option line {lines.lineno} is too long"
                 continue
             if pending is not None:
-                yield pending.finish()
+                item = pending.finish(name, strict=not seen)
+                seen = seen or isinstance(item, Record)
+                yield item
                 pending = None
             yield _bad(index, lines.lineno, "line", str(exc))
             index += 1
@@ -457,11 +517,13 @@ def _txt_records(lines: _Lines, guessed: str | None = None) -> Iterator[Record |
         if guessed is not None and index == 0:
             _sniff(stripped, guessed, lines.lineno)
         if pending is not None:
-            yield pending.finish()
+            item = pending.finish(name, strict=not seen)
+            seen = seen or isinstance(item, Record)
+            yield item
         pending = _PendingTxt(index, lines.lineno, stripped)
         index += 1
     if pending is not None:
-        yield pending.finish()
+        yield pending.finish(name, strict=not seen)
 
 
 def _sniff(text: str, name: str, line: int) -> None:
@@ -498,12 +560,13 @@ class _PendingTxt:
     def option(self, line: int, text: str) -> None:
         key, eq, value = text.partition("=")
         key = key.strip()
-        # aria2 has dozens of options; only these two decide where the file goes. The last
-        # one given wins.
-        if eq and key in ("out", "dir"):
+        # aria2 has dozens of options; only these two decide where the file goes, and
+        # checksum= what it must be. The last one given wins.
+        if eq and key in ("out", "dir", "checksum"):
             self._options[key] = (line, value.strip())
 
-    def finish(self) -> Record | BadRecord:
+    def finish(self, name: str = "the input", *, strict: bool = False) -> Record | BadRecord:
+        """The record; `strict`: an invalid checksum= is a UsageError (the first record's)."""
         try:
             if self.broken is not None:
                 raise _Invalid(self.broken)
@@ -512,10 +575,28 @@ class _PendingTxt:
             urls = tuple(_check_url(p.strip()) for p in self._text.split("\t") if p.strip())
             paths: dict[str, str | None] = {"out": None, "dir": None}
             for key, (line, value) in self._options.items():
-                paths[key] = _option_path(key, line, value)
+                if key != "checksum":
+                    paths[key] = _option_path(key, line, value)
         except _Invalid as exc:
             return _bad(self.index, self.line, "line", str(exc))
-        return Record(self.index, self.line, urls, {"url": urls[0]}, paths["out"], paths["dir"])
+        checksum = None
+        if "checksum" in self._options:
+            line, value = self._options["checksum"]
+            try:
+                checksum = parse_digest(value, f"checksum= on line {line} of {name}")
+            except UsageError as exc:
+                if strict:
+                    raise UsageError(f"{name}: checksum= on line {line}: {exc}") from None
+                return _bad(self.index, self.line, "line", f"checksum= on line {line}: {exc}")
+        return Record(
+            self.index,
+            self.line,
+            urls,
+            {"url": urls[0]},
+            paths["out"],
+            paths["dir"],
+            checksum=checksum,
+        )
 
 
 def _option_path(key: str, line: int, value: str) -> str:

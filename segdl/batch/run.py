@@ -28,7 +28,7 @@ import queue
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -44,6 +44,7 @@ from ..core.retry import RetryPolicy
 from ..core.scheduler import Scheduler
 from ..core.sink import destination_error
 from ..core.urls import Origin, origin
+from ..core.verify import Checksum
 from ..errors import (
     ConnectError,
     DestinationError,
@@ -78,6 +79,9 @@ class BatchOptions:
     # each, so that several processes never share one).
     journal_path: Path | None = None
     lookahead: int = 0  # items read ahead, by host; 0: 8 per file in flight, at least 256
+    # Digests by destination path relative to the directory (a `--checksums` file's): an
+    # item without its own (`Record.checksum`) must match the one of its path, if listed.
+    checksums: Mapping[str, Checksum] | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.files_in_flight <= 1024:
@@ -478,7 +482,12 @@ class Batch:
             return None
         if self.journal is not None:
             entry = self.journal.is_done(key, self.directory)
-            if entry is not None and entry.path is not None:
+            # Finished, and verified against the digest asked for now, if any.
+            if (
+                entry is not None
+                and entry.path is not None
+                and entry.vouches_for(self._checksum(record, PurePosixPath(entry.path)))
+            ):
                 path = self.directory / entry.path
                 self._put(
                     ItemResult(record.index, entry.url, path, "skipped", size=entry.size or 0)
@@ -496,7 +505,11 @@ class Batch:
                 self._put(refused)
                 return None
             final = self.directory / relative
-            if self.options.if_exists == "skip" and taken(final):
+            if (
+                self.options.if_exists == "skip"
+                and taken(final)
+                and self._checksum(record, relative) is None  # else fetched and verified
+            ):
                 self._put(ItemResult(record.index, url, final, "skipped", size=_size(final)))
                 return None
         return item
@@ -565,7 +578,9 @@ class Batch:
             try:
                 result = engine.fetch_first(
                     url,
-                    functools.partial(self._resolve, item, claims=claims, names=names),
+                    functools.partial(
+                        self._resolve, item, claims=claims, names=names, engine=engine
+                    ),
                     requeue=True,
                 )
             except Interrupted:
@@ -614,6 +629,7 @@ class Batch:
                     size=result.size,
                     etag=None,
                     last_modified=None,
+                    digest=None if engine.checksum is None else engine.checksum.spec,
                 )
             with self._engines_lock:
                 self._done_bytes += result.fetched
@@ -656,12 +672,30 @@ class Batch:
         ):
             self._dead.setdefault(host, str(exc))
 
+    def _checksum(self, record: Record, relative: PurePosixPath | None) -> Checksum | None:
+        """The digest the item's bytes must have: its record's, else its path's line in the
+        checksums file, else the options' (the same for every item)."""
+        if record.checksum is not None:
+            return record.checksum
+        if self.batch.checksums is not None and relative is not None:
+            found = self.batch.checksums.get(relative.as_posix())
+            if found is not None:
+                return found
+        return self.options.checksum
+
     def _resolve(
-        self, item: _Item, info: RemoteInfo, *, claims: Claims, names: list[Path]
+        self,
+        item: _Item,
+        info: RemoteInfo,
+        *,
+        claims: Claims,
+        names: list[Path],
+        engine: Engine,
     ) -> Path | None:
         """The destination of an item whose first answer just came; None to skip it."""
-        if item.relative is not None:
-            final = self.directory / item.relative
+        relative: PurePosixPath | None = item.relative
+        if relative is not None:
+            final = self.directory / relative
         else:
             name = derive_filename(info.url, info.content_disposition, max_bytes=NAME_ROOM)
             relative = item.template.render(
@@ -675,8 +709,14 @@ class Batch:
                     return None  # the same URL to the same path: fetched once
                 raise DestinationError(refused.error or "destination taken")
         names.append(final)
+        engine.checksum = self._checksum(item.record, relative)
+        policy = self.options.if_exists
+        if policy == "skip" and engine.checksum is not None:
+            # A file in place that no journal vouches for is not known to match: fetch it
+            # again, verified (the journal skipped those that are known to, before any request).
+            policy = "overwrite"
         reserve = functools.partial(self._reserve, item, claims)
-        settled = settle(final, self.options.if_exists, reserve)
+        settled = settle(final, policy, reserve)
         if settled is None:
             return None
         if settled != final:

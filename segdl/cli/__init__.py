@@ -57,9 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give a URL, several URLs, or -i FILE")
     check_usage(parser, args, several)
     on_cluster = args.dask is not None or args.dask_scheduler_file is not None
-    # One URL with --report or --accept runs as a batch of one: the batch writes the report
-    # row (HTTP status, attempts, error) and fails an unwanted type without a file.
-    is_batch = several or on_cluster or bool(args.report or args.accept)
+    # One URL with --report, --accept or --checksums runs as a batch of one: the batch writes
+    # the report row (HTTP status, attempts, error), fails an unwanted type without a file,
+    # and finds the file's line in the checksums file by its name.
+    is_batch = several or on_cluster or bool(args.report or args.accept or args.checksums)
     if args.output and several:
         parser.error("-o names one file: with several URLs or -i, use -d DIR (and --template)")
     if args.output and on_cluster:

@@ -46,6 +46,8 @@ def run_batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> 
         options = batch_options(args, verify)
         if not several_items(args):
             options["journal"] = False  # a batch of one keeps none, as `segdl URL` keeps none
+        if args.checksums is not None:
+            options["checksums"] = args.checksums
         results = iter_download_many(
             items,  # type: ignore[arg-type]
             directory,
@@ -105,6 +107,7 @@ def run_batch_command(
                 records=args.records,
                 # A field no record has would fail every item: the first record tells now.
                 fields=Template.parse(args.template).record_fields,
+                checksum_field=args.checksum_field,
             )
         else:
             items = args.urls

@@ -69,6 +69,9 @@ def run(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
     if not wanted(args):
         print("segdl: error: --shard-size needs --dask or --dask-scheduler-file", file=stderr)
         return EXIT_USAGE
+    if getattr(args, "checksums", None) is not None:
+        print("segdl: error: --checksums cannot be combined with --dask yet", file=stderr)
+        return EXIT_USAGE
     if getattr(args, "extract", None) is not None:
         print("segdl: error: --extract cannot be combined with --dask yet", file=stderr)
         return EXIT_USAGE

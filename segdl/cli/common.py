@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import IO, NoReturn, Protocol
 
 from ..api import Listener
+from ..core.cookies import Cookies, load_cookie_file, parse_cookie_string
 from ..core.options import MAX_CONNECTIONS, parse_accept, parse_header, parse_size
 from ..core.units import human_size, plural
-from ..core.verify import Checksum
+from ..core.verify import Checksum, read_checksums
 from ..errors import UsageError
 from ..file import Result
 
@@ -94,6 +95,27 @@ def arg_count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
     return value
+
+
+def arg_checksums(text: str) -> dict[str, Checksum]:
+    try:
+        return read_checksums(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arg_cookies(text: str) -> Cookies:
+    try:
+        return parse_cookie_string(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arg_cookie_file(text: str) -> Cookies:
+    try:
+        return load_cookie_file(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def summary(result: Result) -> str:

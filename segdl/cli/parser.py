@@ -15,7 +15,10 @@ from ..core.options import IF_EXISTS, MAX_CONNECTIONS
 from .common import (
     Parser,
     arg_accept,
+    arg_checksums,
     arg_connections,
+    arg_cookie_file,
+    arg_cookies,
     arg_count,
     arg_header,
     arg_positive,
@@ -173,6 +176,41 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ignore HTTP(S)_PROXY/NO_PROXY and .netrc from the environment",
     )
+    # Checksums from a manifest, cookies and identity (issue 19).
+    parser.add_argument(
+        "--checksum-field",
+        metavar="NAME",
+        help="with -i (csv, tsv, json, jsonl): verify each item against the digest in its "
+        "field NAME (sha256:HEX, md5=HEX, or bare hex)",
+    )
+    parser.add_argument(
+        "--checksums",
+        type=arg_checksums,
+        metavar="FILE",
+        help="verify each file against its line in FILE (sha256sum/md5sum format), matched "
+        "by its path relative to -d",
+    )
+    parser.add_argument(
+        "--user-agent",
+        metavar="STRING",
+        help=f"the User-Agent header (default segdl/{__version__})",
+    )
+    parser.add_argument(
+        "-b",
+        "--cookie",
+        type=arg_cookies,
+        action="append",
+        default=[],
+        metavar="'NAME=VALUE; ...'",
+        help="cookies for the URL's origin (repeatable); never sent elsewhere after a redirect",
+    )
+    parser.add_argument(
+        "--load-cookies",
+        type=arg_cookie_file,
+        metavar="FILE",
+        help="send the cookies of FILE (Netscape format, as curl, wget and aria2c read) to "
+        "the domains and paths they belong to",
+    )
     batch = parser.add_argument_group("batches (several URLs, or -i)")
     batch.add_argument(
         "-i", "--input-file", metavar="FILE", help="a list of URLs or a manifest ('-': stdin)"
@@ -254,6 +292,7 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace, sever
         ("--input-format", args.input_format is not None),
         ("--url-field", args.url_field is not None),
         ("--records", args.records is not None),
+        ("--checksum-field", args.checksum_field is not None),
     ):
         if given and args.input_file is None:
             parser.error(f"{option}: only with -i FILE (it reads the records of a manifest)")
@@ -264,7 +303,15 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace, sever
     streamed = args.output == "-" or (args.extract is not None and not several)
     if args.window is not None and not streamed:
         parser.error("--window: only with -o - (or --extract DIR with one URL)")
-    chosen = [o for o, v in (("--report", args.report), ("--accept", args.accept)) if v]
+    chosen = [
+        o
+        for o, v in (
+            ("--report", args.report),
+            ("--accept", args.accept),
+            ("--checksums", args.checksums),
+        )
+        if v
+    ]
     if chosen and not several and streamed:
         parser.error(
             f"{', '.join(chosen)}: with one URL, not with -o - or --extract "

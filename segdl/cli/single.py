@@ -12,6 +12,7 @@ from typing import IO
 from ..api import download
 from ..api import open as segdl_open
 from ..bars import TqdmListener
+from ..core.cookies import NO_COOKIES
 from ..core.events import TransferListener
 from ..core.units import human_size
 from ..errors import Interrupted, SegdlError, UsageError
@@ -46,6 +47,9 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         "http_version": args.http_version,
         "streams": args.streams,
         "direct_io": not args.no_direct_io,
+        # Identity (issue 19): -b strings and --load-cookies, parsed already, in one set.
+        "user_agent": args.user_agent,
+        "cookies": sum(args.cookie, NO_COOKIES) + (args.load_cookies or NO_COOKIES),
     }
 
 

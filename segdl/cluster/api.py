@@ -13,6 +13,7 @@ from ..batch.manifest import Item, records_from
 from ..batch.results import BatchListener, ItemResult
 from ..batch.run import BatchOptions
 from ..batch.template import DEFAULT, Template
+from ..core.cookies import Cookies
 from ..core.options import Options, options_from
 from ..core.verify import Checksum
 from ..errors import UsageError
@@ -54,6 +55,9 @@ def iter_download_cluster(
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
+    user_agent: str | None = None,
+    cookies: str | Cookies | None = None,
+    load_cookies: str | os.PathLike[str] | None = None,
     listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
 ) -> Iterator[ItemResult]:

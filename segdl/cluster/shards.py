@@ -38,6 +38,7 @@ from typing import IO, Any
 from ..batch.journal import try_lock_fd
 from ..batch.manifest import Record
 from ..core.urls import origin
+from ..core.verify import Checksum
 from ..errors import DestinationError
 
 __all__ = ["GROUPS", "Row", "Shard", "ShardWriter", "SharedClaims", "host_group"]
@@ -139,6 +140,9 @@ def encode_record(record: Record) -> str:
         item["d"] = record.dir
     if record.unit != "line":
         item["w"] = record.unit
+    if record.checksum is not None:
+        check = record.checksum
+        item["c"] = [check.algorithm, check.hexdigest, check.source]
     return _dumps(item) + "\n"
 
 
@@ -152,6 +156,7 @@ def decode_record(line: str) -> Record:
         out=item.get("o"),
         dir=item.get("d"),
         unit=item.get("w", "line"),
+        checksum=Checksum(*map(str, item["c"])) if "c" in item else None,
     )
 
 

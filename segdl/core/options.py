@@ -8,7 +8,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .._version import __version__
 from ..errors import UsageError
+from .cookies import NO_COOKIES, Cookies, load_cookie_file, parse_cookie_string
 from .plan import MIN_SPLIT_DEFAULT
 from .verify import Checksum
 
@@ -16,6 +18,7 @@ MAX_CONNECTIONS = 64
 IF_EXISTS = ("error", "skip", "overwrite", "rename")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])i?B?|B)?\s*$", re.IGNORECASE)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+USER_AGENT = f"segdl/{__version__}"  # identifiable, as image hosts ask of crawlers
 
 
 def parse_size(text: str) -> int:
@@ -76,6 +79,10 @@ class Options:
     transport: str = "auto"
     http_version: str = "auto"  # "1.1" or "2" force a version (curl's --http1.1 / --http2)
     streams: int = 32  # HTTP/2 requests at once on one connection (capped by the server)
+    # Identity: the User-Agent of every request, and the user's cookies (see core.cookies:
+    # `cookies.header(url, user_url)` picks those a request carries).
+    user_agent: str = USER_AGENT
+    cookies: Cookies = NO_COOKIES
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -100,6 +107,8 @@ class Options:
             raise UsageError("max redirects must be >= 0")
         if not self.save_interval > 0:  # also refuses NaN
             raise UsageError("save interval must be positive")
+        if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n\0"):
+            raise UsageError("the user agent must be a non-empty line")
 
 
 def parse_accept(text: str) -> tuple[str, ...]:
@@ -118,8 +127,18 @@ def options_from(arguments: Mapping[str, Any], **overrides: Any) -> Options:
     options are read. Every argument named like an `Options` field is taken, the others
     (a URL, a listener) are left alone; `overrides` win. `headers` may be a mapping or
     pairs, `checksum` an `ALGO=HEX` string, `accept` a comma-separated text or patterns,
-    `verify` a CA file that must exist."""
+    `verify` a CA file that must exist, `cookies` a `'name=value; ...'` string (for the
+    origin of the URL given) and `load_cookies` a Netscape cookie file, added to them."""
     given = {k: v for k, v in arguments.items() if k in _FIELDS} | overrides
+    cookies = given.get("cookies")
+    if isinstance(cookies, str):
+        cookies = parse_cookie_string(cookies)
+    cookie_file = overrides.get("load_cookies", arguments.get("load_cookies"))
+    if cookie_file is not None:
+        cookies = (cookies or NO_COOKIES) + load_cookie_file(cookie_file)
+    given["cookies"] = cookies or NO_COOKIES
+    if given.get("user_agent") is None:
+        given.pop("user_agent", None)
     verify = given.get("verify", True)
     if isinstance(verify, str) and not os.path.isfile(verify):
         raise UsageError(f"CA certificate file not found: {verify}")

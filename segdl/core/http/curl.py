@@ -38,7 +38,6 @@ from urllib.parse import urlsplit
 
 import pycurl
 
-from ..._version import __version__
 from ...errors import (
     ConnectError,
     NameResolutionError,
@@ -65,7 +64,6 @@ from .semantics import (
 )
 from .transport import RequestsPool, RequestsTransport, warn_insecure
 
-USER_AGENT = f"segdl/{__version__}"
 _WINDOW = 1 << 20  # body bytes queued per transfer before libcurl is told to pause it
 _BUFFER = 128 << 10  # libcurl's receive buffer: the size of the chunks handed to us
 _TICK = 0.05  # how often the loop looks for stalled transfers
@@ -384,7 +382,6 @@ class CurlLoop:
         easy.setopt(pycurl.URL, url)
         easy.setopt(pycurl.NOSIGNAL, 1)
         easy.setopt(pycurl.FOLLOWLOCATION, 0)
-        easy.setopt(pycurl.USERAGENT, USER_AGENT)
         easy.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()])
         easy.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(options.connect_timeout * 1000)))
         easy.setopt(pycurl.BUFFERSIZE, _BUFFER)
@@ -675,7 +672,7 @@ class CurlTransport:
         current = url
         loop = self.pool.loop
         for _ in range(self.options.max_redirects + 1):
-            headers = user_headers(self.options, self._origin, current)
+            headers = user_headers(self.options, self.url, self._origin, current)
             if extra_headers:
                 headers.update(extra_headers)
             if self.options.verify is False and origin(current)[0] == "https":

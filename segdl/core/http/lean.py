@@ -24,11 +24,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..._version import __version__
 from ...errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
+from ..options import USER_AGENT
 from ..urls import Origin, origin
-
-USER_AGENT = f"segdl/{__version__}"
 
 
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
@@ -215,7 +213,9 @@ class Connections:
         parts = urlsplit(url)
         key = origin(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        all_headers = {"User-Agent": USER_AGENT, "Accept": "*/*", **headers}
+        all_headers = {"Accept": "*/*", **headers}
+        if not any(name.lower() == "user-agent" for name in headers):
+            all_headers["User-Agent"] = USER_AGENT
         conn = self._take(key)
         reused = conn is not None
         while True:

@@ -88,11 +88,21 @@ def strong_etag(value: str | None) -> str | None:
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def user_headers(options: Options, home: Origin, url: str) -> dict[str, str]:
-    """The request headers every transport sends to `url`: the user's own (`-H`) only on the
-    user's origin `home` (unless `--location-trusted`), and always `Accept-Encoding: identity`
-    (a range of an encoded body would be a range of something else)."""
-    headers = dict(options.headers) if options.location_trusted or origin(url) == home else {}
+def user_headers(options: Options, user_url: str, home: Origin, url: str) -> dict[str, str]:
+    """The request headers every transport sends to `url`: the User-Agent; the user's own
+    (`-H`) only on the user's origin `home` (that of `user_url`) unless `--location-trusted`;
+    the cookies that belong there; and always `Accept-Encoding: identity` (a range of an
+    encoded body would be a range of something else)."""
+    headers = {"User-Agent": options.user_agent}
+    if options.location_trusted or origin(url) == home:
+        for name, value in options.headers:
+            if name.lower() == "user-agent":
+                headers.pop("User-Agent", None)  # -H User-Agent: the user's own wins
+            headers[name] = value
+    cookie = options.cookies.header(url, user_url)
+    if cookie is not None:
+        given = next((k for k in headers if k.lower() == "cookie"), None)
+        headers[given or "Cookie"] = f"{headers[given]}; {cookie}" if given else cookie
     headers["Accept-Encoding"] = "identity"
     return headers
 

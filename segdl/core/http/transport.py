@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import http.cookiejar
 import socket
 import ssl
 import threading
@@ -299,6 +300,9 @@ class RequestsPool:
         if session is None:
             session = requests.Session()
             session.trust_env = self.options.trust_env
+            # No cookie engine: only the user's cookies are sent (by `headers_for`), as on the
+            # lean path; what a server sets is never sent back.
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
             session.verify = self.options.verify
             session.max_redirects = self.options.max_redirects
             adapter = requests.adapters.HTTPAdapter(pool_connections=self.hosts, pool_maxsize=1)
@@ -380,7 +384,7 @@ class RequestsTransport:
     # -- requests -----------------------------------------------------------------------------
     def headers_for(self, url: str) -> dict[str, str]:
         """The headers of a request to `url` (see `semantics.user_headers`)."""
-        return user_headers(self.options, self._origin, url)
+        return user_headers(self.options, self.url, self._origin, url)
 
     def request(
         self,
