@@ -54,6 +54,8 @@ def download(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -65,6 +67,10 @@ def download(
 
     Raises a `segdl.SegdlError` subclass on failure; no file is ever left under the final
     name unless every byte arrived and checked out.
+
+    `proxy` (`http://`, `https://`, `socks5://` or `socks5h://`, credentials in the URL)
+    carries every request to a host that `noproxy` (curl's `--noproxy` list) does not name;
+    without it, the environment's proxies apply unless `trust_env` is False.
     """
     arguments = locals()
     check_url(url)
@@ -114,6 +120,8 @@ def iter_download_many(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -168,6 +176,8 @@ def open(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,

@@ -116,6 +116,8 @@ def extract(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
 ) -> RemoteExtractResult:
     """Download the archive at `url` and extract it into `directory` (created if needed).
 

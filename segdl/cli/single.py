@@ -42,6 +42,8 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         "location_trusted": args.location_trusted,
         "allow_downgrade": args.allow_downgrade,
         "trust_env": not args.no_proxy_env,
+        "proxy": args.proxy,
+        "noproxy": args.noproxy,
         "direct_io": not args.no_direct_io,
     }
 

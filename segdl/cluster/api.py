@@ -48,6 +48,8 @@ def iter_download_cluster(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .plan import MIN_SPLIT_DEFAULT
+from .proxy import ProxyURL, parse_noproxy, parse_proxy
 from .verify import Checksum
 
 MAX_CONNECTIONS = 64
@@ -66,8 +67,22 @@ class Options:
     # a re-run) is their crash safety: two syncs per small file would cost more than its fetch.
     # Files fetched in ranges are always synced, since a control file vouches for their bytes.
     sync_each_file: bool = True
+    # Proxies: `proxy` for every URL whose host `noproxy` does not name (curl's --noproxy
+    # rules); without it, the environment's when trust_env. Text is parsed on creation.
+    proxy: ProxyURL | None = None
+    noproxy: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        proxy: object = self.proxy
+        if isinstance(proxy, str):
+            object.__setattr__(self, "proxy", parse_proxy(proxy) if proxy.strip() else None)
+        elif proxy is not None and not isinstance(proxy, ProxyURL):
+            raise UsageError("proxy must be a URL such as http://host:3128")
+        noproxy: object = self.noproxy
+        if isinstance(noproxy, str) or noproxy is None:
+            object.__setattr__(self, "noproxy", parse_noproxy(noproxy))
+        elif noproxy:
+            object.__setattr__(self, "noproxy", parse_noproxy(list(self.noproxy)))
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}")
         if self.min_split < 1:
