@@ -8,10 +8,14 @@ Import the fixtures into a test module (`from proxies import start_tinyproxy, ..
 
 from __future__ import annotations
 
+import contextlib
 import re
+import select
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,6 +26,7 @@ HANG_GUARD = 30.0  # seconds: only ever reached when something is wrong
 
 __all__ = [
     "Proxy",
+    "TLSFront",
     "free_port",
     "start_microsocks",
     "start_tinyproxy",
@@ -173,3 +178,72 @@ def start_microsocks(
     yield start
     for proxy in started:
         proxy.stop()
+
+
+class TLSFront:
+    """A TLS listener on 127.0.0.1 that relays every connection to `backend_port`: an
+    `https://` proxy made of tinyproxy (Debian has no HTTPS proxy that takes a config
+    this small). Each connection is relayed by a thread until either side closes."""
+
+    def __init__(self, backend_port: int, context: ssl.SSLContext) -> None:
+        self.backend_port = backend_port
+        self.context = context
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.accepted = 0
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._accept_thread = threading.Thread(target=self._accept, daemon=True)
+        self._accept_thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                client = self.context.wrap_socket(raw, server_side=True)
+                backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            except OSError:
+                raw.close()
+                continue
+            with self._lock:
+                self.accepted += 1
+                self._sockets += [client, backend]
+                thread = threading.Thread(target=_relay, args=(client, backend), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        self._accept_thread.join(HANG_GUARD)
+        self.listener.close()
+        with self._lock:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in threads:
+            thread.join(HANG_GUARD)
+
+
+def _relay(client: ssl.SSLSocket, backend: socket.socket) -> None:
+    """Relay both ways in one thread (an SSL socket is not used by two threads at once)."""
+    try:
+        while True:
+            ready = [client] if client.pending() else select.select([client, backend], [], [])[0]
+            for source in ready:
+                data = source.recv(65536)
+                if not data:
+                    return
+                (backend if source is client else client).sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (client, backend):
+            with contextlib.suppress(OSError):
+                sock.close()

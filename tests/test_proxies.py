@@ -18,7 +18,7 @@ import pytest
 import trustme
 from fakes import payload
 from helpers import cli, one_line_error
-from proxies import Proxy, free_port, start_microsocks, start_tinyproxy
+from proxies import Proxy, TLSFront, free_port, start_microsocks, start_tinyproxy
 from rangeserver import Faults, RangeHTTPServer, serve_file
 
 import segdl
@@ -438,3 +438,40 @@ def test_a_bad_proxy_url_is_a_usage_error(
     assert rangeserver.requests == []
     with pytest.raises(segdl.UsageError, match=says):
         segdl.download(served.url, tmp_path / "y", proxy=value)
+
+
+# -- an https:// proxy (TLS to the proxy) -------------------------------------------------------
+
+
+def test_an_https_proxy_for_http_and_https_targets(
+    rangeserver: RangeHTTPServer,
+    tls_server: RangeHTTPServer,
+    start_tinyproxy: Callable[..., Proxy],
+    ca: trustme.CA,
+    ca_file: str,
+    tmp_path: Path,
+) -> None:
+    tiny = start_tinyproxy(connect_ports=[tls_server.port], auth=("alice", SECRET))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    front = TLSFront(tiny.port, context)
+    try:
+        proxy = f"https://alice:{SECRET}@127.0.0.1:{front.port}"
+        data = payload(3 * MIB)
+        plain = serve_file(rangeserver, "/f.bin", data)
+        tls = serve_file(tls_server, "/t.bin", data)
+        for url, name in ((plain.url, "f.bin"), (tls.url, "t.bin")):
+            segdl.download(
+                url, tmp_path / name, proxy=proxy, verify=ca_file, connections=3, min_split=MIB
+            )
+            assert (tmp_path / name).read_bytes() == data
+        all_via_tinyproxy(rangeserver)
+        assert set(connects(tiny)) == {f"127.0.0.1:{tls_server.port}"}
+        assert len(tiny.requests()) == front.accepted  # every one through the TLS front
+        # The proxy's certificate is checked like a server's.
+        with pytest.raises(
+            segdl.ProxyError, match=f"proxy https://alice@127.0.0.1:{front.port}: TLS"
+        ):
+            segdl.download(plain.url, tmp_path / "x", proxy=proxy)
+    finally:
+        front.close()
