@@ -6,11 +6,13 @@ adds to what it forwards), and every download is compared with the served bytes.
 
 from __future__ import annotations
 
+import io
 import os
 import ssl
 import subprocess
 import sys
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -475,3 +477,45 @@ def test_an_https_proxy_for_http_and_https_targets(
             segdl.download(plain.url, tmp_path / "x", proxy=proxy)
     finally:
         front.close()
+
+
+def test_with_a_netrc_requests_goes_through_the_same_proxy(
+    rangeserver: RangeHTTPServer,
+    start_tinyproxy: Callable[..., Proxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A .netrc sends every request through requests (which reads it); the proxy is still
+    # the one `proxy_for` chose, never one requests takes from the environment on its own.
+    (tmp_path / ".netrc").write_text("machine elsewhere.example login u password p\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    proxy = start_tinyproxy(auth=("alice", SECRET))
+    data = payload(2 * MIB)
+    served = serve_file(rangeserver, "/f.bin", data)
+    segdl.download(served.url, tmp_path / "a", proxy=proxy.url, connections=2, min_split=MIB)
+    assert (tmp_path / "a").read_bytes() == data
+    all_via_tinyproxy(rangeserver, proxy)
+    rangeserver.reset_stats()
+    seen = len(proxy.requests())
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    segdl.download(served.url, tmp_path / "b", noproxy="127.0.0.1", connections=2, min_split=MIB)
+    assert (tmp_path / "b").read_bytes() == data
+    assert len(proxy.requests()) == seen and rangeserver.requests
+
+
+def test_extract_a_zip_through_a_proxy(
+    rangeserver: RangeHTTPServer, start_microsocks: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    proxy = start_microsocks()
+    members = {f"d/{i}.bin": payload(20_000 + i, seed=i) for i in range(3)}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    served = serve_file(rangeserver, "/a.zip", buffer.getvalue())
+    segdl.extract(served.url, tmp_path / "x", proxy=proxy.url_with("socks5h"))
+    for name, data in members.items():
+        assert (tmp_path / "x" / name).read_bytes() == data
+    targets = connects(proxy)
+    assert targets and set(targets) == {f"127.0.0.1:{rangeserver.port}"}
+    assert len(targets) == rangeserver.connections_opened
