@@ -152,10 +152,17 @@ def test_a_bad_proxy_in_the_environment_names_its_variable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "gopher://u:hunter2@h")
+    # Refused when the options are made, before anything is fetched.
     with pytest.raises(UsageError, match="HTTPS_PROXY: unsupported proxy scheme") as caught:
-        proxy_for("https://a.example/", Options())
+        Options()
     assert "hunter2" not in str(caught.value)
     assert proxy_for("https://a.example/", Options(trust_env=False)) is None
+    assert Options(proxy=parse_proxy("http://h:1")).proxy is not None  # the environment unused
+    # NO_PROXY entries that are not hosts are left out, as curl does, not refused.
+    monkeypatch.setenv("HTTPS_PROXY", "h:1")
+    monkeypatch.setenv("NO_PROXY", "a.example:http,http://b.example,c.example")
+    assert proxy_for("https://a.example/", Options()) is not None
+    assert proxy_for("https://c.example/", Options()) is None
 
 
 def test_options_take_text() -> None:

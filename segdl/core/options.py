@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .plan import MIN_SPLIT_DEFAULT
-from .proxy import ProxyURL, parse_noproxy, parse_proxy
+from .proxy import ProxyURL, check_environment, parse_noproxy, parse_proxy
 from .verify import Checksum
 
 MAX_CONNECTIONS = 64
@@ -83,6 +83,8 @@ class Options:
             object.__setattr__(self, "noproxy", parse_noproxy(noproxy))
         elif noproxy:
             object.__setattr__(self, "noproxy", parse_noproxy(list(self.noproxy)))
+        if self.trust_env and self.proxy is None:
+            check_environment()
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}")
         if self.min_split < 1:

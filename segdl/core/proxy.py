@@ -127,9 +127,10 @@ def parse_proxy(text: str) -> ProxyURL:
     )
 
 
-def parse_noproxy(text: str | Iterable[str] | None) -> tuple[str, ...]:
+def parse_noproxy(text: str | Iterable[str] | None, *, strict: bool = True) -> tuple[str, ...]:
     """`"example.com, .local, 10.0.0.0/8, host:8080, *"` -> its entries, normalised (lower
-    case, no leading dot); raises UsageError for an entry that is not a host."""
+    case, no leading dot); raises UsageError for an entry that is not a host, or leaves it
+    out when not `strict` (NO_PROXY: curl ignores what it cannot use there)."""
     if text is None:
         return ()
     items = text.replace(" ", ",").split(",") if isinstance(text, str) else list(text)
@@ -140,11 +141,16 @@ def parse_noproxy(text: str | Iterable[str] | None) -> tuple[str, ...]:
             continue
         if entry != "*":
             host, port = _split_port(entry)
-            if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-                raise UsageError(f"invalid --noproxy entry {item.strip()!r}: bad port")
             host = host.lstrip(".")
-            if not host or (any(c in host for c in "/@?#") and not _is_network(host)):
-                raise UsageError(f"invalid --noproxy entry {item.strip()!r}")
+            why = None
+            if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+                why = ": bad port"
+            elif not host or (any(c in host for c in "/@?#") and not _is_network(host)):
+                why = ""
+            if why is not None:
+                if not strict:
+                    continue
+                raise UsageError(f"invalid --noproxy entry {item.strip()!r}{why}")
             entry = host if port is None else f"{host}:{port}"
         entries.append(entry)
     return tuple(entries)
@@ -176,6 +182,17 @@ def environment_proxies() -> dict[str, str]:
     return urllib.request.getproxies_environment()
 
 
+def check_environment() -> None:
+    """Raise UsageError, naming the variable, for a proxy in the environment that would be
+    refused on first use (so that it is refused before anything is fetched)."""
+    for scheme, value in environment_proxies().items():
+        if scheme in ("http", "https", "all") and value:
+            try:
+                parse_proxy(value)
+            except UsageError as exc:
+                raise UsageError(f"{scheme.upper()}_PROXY: {exc}") from None
+
+
 def proxy_for(url: str, options: ProxySettings) -> ProxyURL | None:
     """The proxy that `url` goes through, or None for a direct connection: the explicit
     proxy unless the explicit no-proxy list names the host; else, when the environment is
@@ -195,7 +212,7 @@ def proxy_for(url: str, options: ProxySettings) -> ProxyURL | None:
     value = found.get(scheme) or found.get("all")
     if not value:
         return None
-    if bypasses(parse_noproxy(found.get("no", "")), host, port):
+    if bypasses(parse_noproxy(found.get("no", ""), strict=False), host, port):
         return None
     variable = f"{scheme.upper()}_PROXY" if found.get(scheme) else "ALL_PROXY"
     try:
