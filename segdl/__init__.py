@@ -12,8 +12,9 @@ below (tests/test_layers.py keeps it so):
 
 - `errors.py` (the exception tree), `_version.py`;
 - `core/`: what every job uses. `options.py` (one frozen Options), `urls.py` (Origin,
-  check_url), `retry.py` (the immutable RetryPolicy), `http/` (the transport: requests, and
-  kept-alive http.client connections in `lean.py`), `fetch.py` (THE seam every request goes
+  check_url), `proxy.py` (which proxy a URL goes through), `retry.py` (the immutable
+  RetryPolicy), `http/` (the transport: requests, and kept-alive http.client connections in
+  `lean.py`, through a proxy by `tunnel.py`), `fetch.py` (THE seam every request goes
   through: slot, request, retries, 429 reports, stop), `scheduler.py` (slots per host and in
   all, the shared range workers), `probe.py`, `plan.py`, `job.py` (a file's ranges), `sink.py`
   (the .part file, pwrite, O_DIRECT), `control.py` and `state.py` (resume), `verify.py`,
@@ -61,6 +62,7 @@ from .errors import (
     NameResolutionError,
     NetworkError,
     ProtocolViolation,
+    ProxyError,
     RangeIgnoredError,
     RedirectError,
     RefusedError,
@@ -103,6 +105,7 @@ __all__ = [
     "NameResolutionError",
     "NetworkError",
     "ProtocolViolation",
+    "ProxyError",
     "RangeIgnoredError",
     "Record",
     "RedirectError",

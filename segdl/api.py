@@ -58,6 +58,8 @@ def download(
     transport: str = Options.transport,
     http_version: str = Options.http_version,
     streams: int = Options.streams,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -76,6 +78,9 @@ def download(
     `user_agent` replaces segdl's own (`segdl/VERSION`). `cookies` (`"name=value; ..."`, as
     curl's `-b`) go to the origin of `url` only; `load_cookies` names a Netscape cookie file
     (curl's, wget's, aria2c's) whose cookies go to the domains and paths they belong to.
+    `proxy` (`http://`, `https://`, `socks5://` or `socks5h://`, credentials in the URL)
+    carries every request to a host that `noproxy` (curl's `--noproxy` list) does not name;
+    without it, the environment's proxies apply unless `trust_env` is False.
     """
     arguments = locals()
     check_url(url)
@@ -128,6 +133,8 @@ def iter_download_many(
     transport: str = Options.transport,
     http_version: str = Options.http_version,
     streams: int = Options.streams,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -202,6 +209,8 @@ def open(
     user_agent: str | None = None,
     cookies: str | Cookies | None = None,
     load_cookies: str | os.PathLike[str] | None = None,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,

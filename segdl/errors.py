@@ -8,6 +8,7 @@
     │   │   ├── ConnectError       connection refused / reset / DNS / TLS handshake failure
     │   │   │   ├── NameResolutionError  the host name does not resolve (DNS)
     │   │   │   ├── RefusedError   nothing listens on the host's port (ECONNREFUSED)
+    │   │   │   ├── ProxyError     the proxy is unreachable or refused us (never retried)
     │   │   │   └── TLSError       certificate verification and other TLS failures (never retried)
     │   │   ├── TimeoutError_      connect timeout, or silence longer than the read timeout
     │   │   └── TruncatedError     the body ended before the promised length
@@ -53,6 +54,7 @@ __all__ = [
     "NameResolutionError",
     "NetworkError",
     "ProtocolViolation",
+    "ProxyError",
     "RangeIgnoredError",
     "RedirectError",
     "RefusedError",
@@ -107,6 +109,10 @@ class NameResolutionError(ConnectError):
 
 class RefusedError(ConnectError):
     """Nothing listens on the host's port: retried once, unless the host answered in this run."""
+
+
+class ProxyError(ConnectError):
+    """The proxy cannot be reached or refused us (credentials, policy): never retried."""
 
 
 class TLSError(ConnectError):

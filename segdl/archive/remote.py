@@ -123,6 +123,8 @@ def extract(
     user_agent: str | None = None,
     cookies: str | Cookies | None = None,
     load_cookies: str | os.PathLike[str] | None = None,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
 ) -> RemoteExtractResult:
     """Download the archive at `url` and extract it into `directory` (created if needed).
 

@@ -51,6 +51,7 @@ from ..errors import (
     DiskFullError,
     InsufficientSpaceError,
     Interrupted,
+    ProxyError,
     SegdlError,
     TLSError,
     UsageError,
@@ -593,6 +594,8 @@ class Batch:
             except SegdlError as exc:
                 if isinstance(exc, DiskFullError) and not isinstance(exc, InsufficientSpaceError):
                     raise  # not this item's fault: the run stops (and the journal says nothing)
+                if isinstance(exc, ProxyError):
+                    raise  # the proxy every item goes through is down or refused us: the same
                 item.attempts += engine.attempts
                 item.http_status = engine.http_status or item.http_status
                 item.fetched += engine.fetched

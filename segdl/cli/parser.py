@@ -211,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="send the cookies of FILE (Netscape format, as curl, wget and aria2c read) to "
         "the domains and paths they belong to",
     )
+    parser.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send every request through this proxy: http://, https://, socks5:// or "
+        "socks5h:// (remote DNS), credentials in the URL (user:password@host:port)",
+    )
+    parser.add_argument(
+        "--noproxy",
+        metavar="HOSTS",
+        help="comma-separated hosts, domains (with their subdomains), IP addresses or CIDR "
+        "blocks, each with an optional :port, reached without a proxy; '*' for all",
+    )
     batch = parser.add_argument_group("batches (several URLs, or -i)")
     batch.add_argument(
         "-i", "--input-file", metavar="FILE", help="a list of URLs or a manifest ('-': stdin)"

@@ -46,6 +46,8 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         "transport": args.transport,
         "http_version": args.http_version,
         "streams": args.streams,
+        "proxy": args.proxy,
+        "noproxy": args.noproxy,
         "direct_io": not args.no_direct_io,
         # Identity (issue 19): -b strings and --load-cookies, parsed already, in one set.
         "user_agent": args.user_agent,

@@ -52,6 +52,8 @@ def iter_download_cluster(
     transport: str = Options.transport,
     http_version: str = Options.http_version,
     streams: int = Options.streams,
+    proxy: str | None = None,
+    noproxy: str | Iterable[str] | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,

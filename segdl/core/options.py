@@ -12,6 +12,7 @@ from .._version import __version__
 from ..errors import UsageError
 from .cookies import NO_COOKIES, Cookies, load_cookie_file, parse_cookie_string
 from .plan import MIN_SPLIT_DEFAULT
+from .proxy import ProxyURL, check_environment, parse_noproxy, parse_proxy
 from .verify import Checksum
 
 MAX_CONNECTIONS = 64
@@ -84,6 +85,11 @@ class Options:
     user_agent: str = USER_AGENT
     cookies: Cookies = NO_COOKIES
 
+    # Proxies: `proxy` for every URL whose host `noproxy` does not name (curl's --noproxy
+    # rules); without it, the environment's when trust_env. Text is parsed on creation.
+    proxy: ProxyURL | None = None
+    noproxy: tuple[str, ...] = ()
+
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
             raise UsageError(f"transport must be one of {', '.join(TRANSPORTS)}")
@@ -91,6 +97,18 @@ class Options:
             raise UsageError(f"http_version must be one of {', '.join(HTTP_VERSIONS)}")
         if not 1 <= self.streams <= MAX_STREAMS:
             raise UsageError(f"streams must be between 1 and {MAX_STREAMS}")
+        proxy: object = self.proxy
+        if isinstance(proxy, str):
+            object.__setattr__(self, "proxy", parse_proxy(proxy) if proxy.strip() else None)
+        elif proxy is not None and not isinstance(proxy, ProxyURL):
+            raise UsageError("proxy must be a URL such as http://host:3128")
+        noproxy: object = self.noproxy
+        if isinstance(noproxy, str) or noproxy is None:
+            object.__setattr__(self, "noproxy", parse_noproxy(noproxy))
+        elif noproxy:
+            object.__setattr__(self, "noproxy", parse_noproxy(list(self.noproxy)))
+        if self.trust_env and self.proxy is None:
+            check_environment()
         if not 1 <= self.connections <= MAX_CONNECTIONS:
             raise UsageError(f"connections must be between 1 and {MAX_CONNECTIONS}")
         if self.min_split < 1:

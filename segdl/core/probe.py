@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import HTTPStatusError, NameResolutionError, NetworkError, RefusedError, TransferError
+from ..errors import (
+    HTTPStatusError,
+    NameResolutionError,
+    NetworkError,
+    ProxyError,
+    RefusedError,
+    TransferError,
+)
 from .http import ResponseBody, Transport
 from .http.semantics import (
     Headers,
@@ -62,8 +69,8 @@ def probe_remote(transport: Transport, url: str) -> RemoteInfo:
     try:
         response, final = transport.request("HEAD", url)
         response.close()
-    except (NameResolutionError, RefusedError):
-        raise  # no request was sent: a GET would meet the same
+    except (NameResolutionError, RefusedError, ProxyError):
+        raise  # no request was sent (or the proxy refused it): a GET would meet the same
     except (NetworkError, HTTPStatusError) as exc:
         head_error = exc
     else:

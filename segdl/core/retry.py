@@ -23,6 +23,7 @@ from ..errors import (
     ConnectError,
     HTTPStatusError,
     NameResolutionError,
+    ProxyError,
     RefusedError,
     TimeoutError_,
     TLSError,
@@ -88,8 +89,9 @@ class RetryPolicy:
 
     def is_retryable(self, error: BaseException) -> bool:
         """True if trying again may succeed: network trouble, timeouts, 408/429/5xx."""
-        # TLSError is a ConnectError, but a certificate that failed to verify will fail again.
-        if isinstance(error, TLSError):
+        # TLSError is a ConnectError, but a certificate that failed to verify will fail again;
+        # so will a proxy that is down or refused our credentials (ProxyError).
+        if isinstance(error, TLSError | ProxyError):
             return False
         if isinstance(error, NameResolutionError) and not error.answered_before:
             return False  # a name that never resolved in this run: most likely a typo

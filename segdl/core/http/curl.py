@@ -29,12 +29,10 @@ import selectors
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from errno import ECONNREFUSED
 from typing import Any
-from urllib.parse import urlsplit
 
 import pycurl
 
@@ -54,6 +52,7 @@ from ..urls import Origin, origin
 from . import base
 from .lean import netrc_exists
 from .semantics import (
+    Response,
     Validators,
     check_first_response,
     check_range_response,
@@ -314,9 +313,7 @@ class CurlLoop:
         self._closing = False
         self._next_check = 0.0
         self._ca = _ca_file(options.verify)
-        # The environment's proxies and netrc, read once for the run (as requests reads them).
-        self._proxies = urllib.request.getproxies_environment() if options.trust_env else {}
-        self._netrc = options.trust_env and netrc_exists()
+        self._netrc = options.trust_env and netrc_exists()  # read once for the run
         self._thread = threading.Thread(target=self._run, name="segdl-curl", daemon=True)
         self._thread.start()
 
@@ -406,20 +403,11 @@ class CurlLoop:
             easy.setopt(pycurl.SSL_VERIFYHOST, 0)
         elif self._ca is not None:
             easy.setopt(pycurl.CAINFO, self._ca)
-        easy.setopt(pycurl.PROXY, self._proxy_for(url) or "")
+        # Never a proxy of libcurl's own choosing (it reads the environment by itself): a
+        # request that goes through a proxy goes through the socket transport (`_ViaProxy`).
+        easy.setopt(pycurl.PROXY, "")
         if self._netrc:
             easy.setopt(pycurl.NETRC, pycurl.NETRC_OPTIONAL)
-
-    def _proxy_for(self, url: str) -> str | None:
-        """The proxy from the environment for `url`, decided as requests decides it."""
-        proxies = self._proxies
-        if not proxies:
-            return None
-        parts = urlsplit(url)
-        proxy = proxies.get(parts.scheme.lower()) or proxies.get("all")
-        if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-            return None
-        return proxy
 
     def unpause(self, body: CurlBody) -> None:
         easy = body._easy
@@ -647,6 +635,11 @@ class CurlPool:
         self.bytes_pool.close()
 
 
+class _ViaProxy(Exception):
+    """A request (or a redirect of it) goes through a proxy: the socket transport sends it,
+    whose proxy support (HTTP, CONNECT, SOCKS5) is the one segdl has."""
+
+
 @contextmanager
 def _untranslated(url: str) -> Iterator[None]:
     yield  # libcurl's errors are translated where transfers end (`_translate`)
@@ -664,14 +657,27 @@ class CurlTransport:
         self._origin = origin(url)
         self._bytes = RequestsTransport(url, options, self.pool.bytes_pool)
 
+    def _proxied(self, url: str) -> bool:
+        return self.pool.bytes_pool.lean.proxy(url) is not None
+
     def request(
         self, method: str, url: str, extra_headers: Mapping[str, str] | None = None
-    ) -> tuple[CurlBody, str]:
+    ) -> tuple[Response, str]:
         """Send a request, following redirects; the answer (body unread) and its URL."""
+        try:
+            return self._request(method, url, extra_headers)
+        except _ViaProxy:
+            return self._bytes.request(method, url, extra_headers, lean=True)
+
+    def _request(
+        self, method: str, url: str, extra_headers: Mapping[str, str] | None = None
+    ) -> tuple[CurlBody, str]:
         seen = {url}
         current = url
         loop = self.pool.loop
         for _ in range(self.options.max_redirects + 1):
+            if self._proxied(current):
+                raise _ViaProxy
             headers = user_headers(self.options, self.url, self._origin, current)
             if extra_headers:
                 headers.update(extra_headers)
@@ -693,9 +699,14 @@ class CurlTransport:
             current = target
         raise too_many_redirects(url, self.options)
 
-    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[CurlBody, str]:
+    def open_first(
+        self, url: str, *, accept: tuple[str, ...] = ()
+    ) -> tuple[base.ResponseBody, str]:
         """A batch item's GET of `bytes=0-` (see `RequestsTransport.open_first`)."""
-        body, final = self.request("GET", url, {"Range": "bytes=0-"})
+        try:
+            body, final = self._request("GET", url, {"Range": "bytes=0-"})
+        except _ViaProxy:
+            return self._bytes.open_first(url, accept=accept)
         try:
             length = check_first_response(body, accept)
             if body.status_code == 416:
@@ -721,7 +732,10 @@ class CurlTransport:
         if not 0 <= start < stop <= total:
             raise ValueError(f"bad range [{start}, {stop}) of {total}")
         headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
-        body, _ = self.request("GET", url, headers)
+        try:
+            body, _ = self._request("GET", url, headers)
+        except _ViaProxy:
+            return self._bytes.open_range(url, start, stop, total=total, validators=validators)
         try:
             check_range_response(body, start, stop, total, validators)
         except BaseException:
@@ -737,7 +751,10 @@ class CurlTransport:
         headers = validators.request_headers() if offset else {}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        body, _ = self.request("GET", url, headers)
+        try:
+            body, _ = self._request("GET", url, headers)
+        except _ViaProxy:
+            return self._bytes.open_stream(url, offset, validators=validators)
         try:
             length = check_stream_response(body, offset, validators)
         except BaseException:

@@ -6,8 +6,10 @@ This layer sends the first GET of batch items straight through `http.client`: id
 connections are kept per origin, shared by the threads (one thread uses a connection at a
 time), and reused from one file to the next, so a host never sees more connections than the
 requests the scheduler lets run at once; TLS verified like
-requests does (certifi's CA bundle, or the user's). It is used only where it behaves as
-requests would: no proxy from the environment applies and no `.netrc` could add
+requests does (certifi's CA bundle, or the user's). A URL that goes through a proxy
+(`segdl.core.proxy.proxy_for`) gets connections through it (`tunnel`: absolute-form requests
+or a CONNECT tunnel through an HTTP proxy, a SOCKS5 handshake), so every request to it is
+sent here. It is used only where it behaves as requests would: where no `.netrc` could add
 credentials; elsewhere `transport` uses requests. Only `transport` imports this module.
 """
 
@@ -19,14 +21,15 @@ import os
 import socket
 import ssl
 import threading
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import ConnectError, NameResolutionError, RefusedError, TimeoutError_, TLSError
 from ..options import USER_AGENT
+from ..proxy import ProxySettings, ProxyURL, proxy_for
 from ..urls import Origin, origin
+from .tunnel import ProxiedConnection
 
 
 def _ssl_context(verify: bool | str) -> ssl.SSLContext:
@@ -112,6 +115,7 @@ class Connections:
         connect_timeout: float,
         read_timeout: float,
         trust_env: bool,
+        proxies: ProxySettings,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -124,19 +128,22 @@ class Connections:
         self._local = threading.local()  # the connection each thread last gave back
         self._closed = False
         self._netrc = trust_env and netrc_exists()
-        self._proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._settings = proxies
+        self._proxy_of: dict[Origin, ProxyURL | None] = {}  # the decision, once per origin
 
     def usable(self, url: str) -> bool:
-        """Whether this layer sends `url` exactly as requests would."""
-        if not self.trust_env:
-            return True
-        if self._netrc:
-            return False
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in self._proxies and "all" not in self._proxies:
-            return True
-        return bool(urllib.request.proxy_bypass(parts.hostname or ""))
+        """Whether this layer sends `url` as requests would: no `.netrc` could add credentials."""
+        return not self._netrc
+
+    def proxy(self, url: str) -> ProxyURL | None:
+        """The proxy `url` goes through (`proxy_for`), None for a direct connection."""
+        key = origin(url)
+        try:
+            return self._proxy_of[key]
+        except KeyError:
+            pass
+        found = self._proxy_of[key] = proxy_for(url, self._settings)
+        return found
 
     def put(self, key: Origin, conn: Any) -> None:
         """A connection whose answer was read to its end, for the next request to `key`."""
@@ -183,12 +190,22 @@ class Connections:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def _connect(self, key: Origin) -> Any:
+    def _connect(self, key: Origin, proxy: ProxyURL | None) -> Any:
         scheme, host, port = key
         conn: Any
-        if scheme == "https":
-            if self._context is None:
-                self._context = _ssl_context(self._verify)
+        if (scheme == "https" or (proxy is not None and proxy.scheme == "https")) and (
+            self._context is None
+        ):
+            self._context = _ssl_context(self._verify)
+        if proxy is not None:
+            conn = ProxiedConnection(
+                key,
+                proxy,
+                timeout=self.connect_timeout,
+                target_tls=self._context if scheme == "https" else None,
+                proxy_tls=self._context,
+            )
+        elif scheme == "https":
             conn = http.client.HTTPSConnection(
                 host, port, timeout=self.connect_timeout, context=self._context
             )
@@ -216,11 +233,19 @@ class Connections:
         all_headers = {"Accept": "*/*", **headers}
         if not any(name.lower() == "user-agent" for name in headers):
             all_headers["User-Agent"] = USER_AGENT
+        proxy = self.proxy(url)
+        if proxy is not None and key.scheme == "http" and proxy.scheme in ("http", "https"):
+            # Through an HTTP proxy, without a tunnel: the request names the whole URL.
+            host = f"[{key.host}]" if ":" in key.host else key.host
+            target = f"http://{host}{'' if key.port == 80 else f':{key.port}'}{target}"
+            auth = proxy.basic_auth()
+            if auth is not None:
+                all_headers["Proxy-Authorization"] = auth
         conn = self._take(key)
         reused = conn is not None
         while True:
             if conn is None:
-                conn = self._connect(key)
+                conn = self._connect(key, proxy)
             with self._lock:
                 self._busy.add(conn)
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.cookiejar
+import importlib.util
 import socket
 import ssl
 import threading
@@ -29,12 +30,14 @@ from ...errors import (
     InvalidURLError,
     NetworkError,
     ProtocolViolation,
+    ProxyError,
     SegdlError,
     TimeoutError_,
     TLSError,
     TruncatedError,
 )
 from ..options import Options
+from ..proxy import ProxyURL
 from ..urls import origin
 from . import base
 from .lean import Connections, LeanResponse, connect_error
@@ -47,6 +50,7 @@ from .semantics import (
     too_many_redirects,
     user_headers,
 )
+from .tunnel import credentials_refused
 
 # An answer from requests, or from the lean `http.client` layer (the same attributes).
 RawResponse: TypeAlias = requests.Response | LeanResponse
@@ -96,7 +100,7 @@ def translate(exc: BaseException, url: str | None = None) -> SegdlError:
     if isinstance(exc, urllib3.exceptions.ProtocolError | http.client.HTTPException):
         return TruncatedError(f"connection broke off: {_reason(exc)}")
     if isinstance(exc, requests.exceptions.ProxyError):
-        return ConnectError(f"connection to the proxy failed: {_reason(exc)}")
+        return ProxyError(f"connection to the proxy failed: {_reason(exc)}")
     if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
         cause = _socket_error(exc)
         if url is not None and cause is not None:
@@ -291,6 +295,7 @@ class RequestsPool:
                     connect_timeout=self.options.connect_timeout,
                     read_timeout=self.options.timeout,
                     trust_env=self.options.trust_env,
+                    proxies=self.options,
                 )
             return self._lean
 
@@ -397,7 +402,8 @@ class RequestsTransport:
         """Send a request, following redirects by hand; returns the response and its URL.
 
         `lean` sends it through `http.client` directly where that behaves as requests would
-        (see `connections`): the path of a batch's many small files.
+        (see `connections`): the path of a batch's many small files. A request through a
+        proxy goes there too (the lean layer speaks to every kind of proxy segdl takes).
         """
         assert self.sessions is not None
         session = self.session()
@@ -408,7 +414,9 @@ class RequestsTransport:
             if extra_headers:
                 headers.update(extra_headers)
             response: RawResponse
-            if lean and self.sessions.lean.usable(current):
+            connections = self.sessions.lean
+            proxy = connections.proxy(current)
+            if connections.usable(current) and (lean or proxy is not None):
                 with self.sessions.answered.requesting(current, translated):
                     response = self.sessions.lean.send(method, current, headers)
             else:
@@ -423,7 +431,11 @@ class RequestsTransport:
                         # Per request: a Session's own verify loses to REQUESTS_CA_BUNDLE and
                         # CURL_CA_BUNDLE from the environment (psf/requests#3829).
                         verify=self.options.verify,
+                        proxies=_requests_proxies(proxy),
                     )
+            if response.status_code == 407 and proxy is not None:
+                response.close()
+                raise credentials_refused(proxy)
             target = redirect_target(current, response, seen, self.options)
             if target is None:
                 return response, current
@@ -492,6 +504,19 @@ class RequestsTransport:
             response.close()
             raise
         return RequestsBody(response, length)
+
+
+def _requests_proxies(proxy: ProxyURL | None) -> dict[str, str]:
+    """requests' `proxies=` for the proxy `proxy_for` chose (None: none). `no_proxy: *` keeps
+    requests from taking another from the environment: the choice is made once, by segdl."""
+    if proxy is None:
+        return {"no_proxy": "*"}
+    if proxy.scheme.startswith("socks") and importlib.util.find_spec("socks") is None:
+        raise ProxyError(
+            f"proxy {proxy}: a SOCKS proxy with credentials from .netrc needs PySocks "
+            "(pip install PySocks), or --no-proxy-env"
+        )
+    return {"http": proxy.url(), "https": proxy.url(), "no_proxy": "*"}
 
 
 # mypy proves here that this module implements the interface the jobs are written against.
