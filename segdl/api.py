@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,7 @@ def iter_download_many(
     listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
+    count: Callable[[threading.Event], int | None] | None = None,
 ) -> BatchResults:
     """Download many files over one shared pool of connections; yields each item's result as
     it finishes (for callers with millions of items). The batch runs while the results are
@@ -136,6 +137,10 @@ def iter_download_many(
     for none). Raises `Interrupted` when `cancel` is set (run it again to resume),
     `DiskFullError` when the disk fills up (the batch stops there; run it again once there is
     room), and UsageError for bad options, before anything is fetched.
+
+    `count(stop)` counts the items quickly in a thread beside the batch (None if `stop` is
+    set first), so that `listener.batch_progress` has a total before the items are all read:
+    `functools.partial(segdl.batch.manifest.count_records, path)` for a manifest file.
     """
     options = options_from(locals(), sync_each_file=False)
     batch = BatchOptions(
@@ -148,7 +153,14 @@ def iter_download_many(
     )
     folder = Path(directory) if directory is not None else Path.cwd()
     return run_batch(
-        records_from(items), folder, options, batch, listener=listener, cancel=cancel, clock=clock
+        records_from(items),
+        folder,
+        options,
+        batch,
+        listener=listener,
+        cancel=cancel,
+        clock=clock,
+        count=count,
     )
 
 

@@ -23,6 +23,7 @@ class ItemResult:
     attempts: int = 0  # requests made for it
     error: str | None = None
     result: Result | None = None  # the engine's result, for an item fetched now
+    protocol: str | None = None  # the HTTP version spoken (as `StartInfo.protocol`)
 
     @property
     def ok(self) -> bool:

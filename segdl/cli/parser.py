@@ -11,6 +11,7 @@ from ..batch.manifest import FORMATS
 from ..batch.template import TemplateError, safe_relative
 from ..core.options import IF_EXISTS, MAX_CONNECTIONS
 from .common import (
+    PROGRESS_MODES,
     Parser,
     arg_accept,
     arg_connections,
@@ -200,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_extract_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        help="bar (default on a terminal), lines (default otherwise: a line every 10 s and at "
+        "the end), json (an object a line every second and at the end) or none (as -q, but "
+        "the summary stays); all on stderr",
+    )
     parser.add_argument("--version", action="version", version=f"segdl {__version__}")
     return parser
 

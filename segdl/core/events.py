@@ -25,6 +25,9 @@ class StartInfo:
     total: int | None  # None when the server does not say
     connections: int  # connections planned (1 for a single stream)
     resumed: int  # bytes already on disk from an earlier run
+    # The HTTP version the transport spoke ("HTTP/1.1", "HTTP/2"), when it says; None: it
+    # does not (today's transport speaks HTTP/1.1 only).
+    protocol: str | None = None
 
 
 class TransferListener:
