@@ -140,7 +140,7 @@ def iter_download_many(
 
     `count(stop)` counts the items quickly in a thread beside the batch (None if `stop` is
     set first), so that `listener.batch_progress` has a total before the items are all read:
-    `functools.partial(segdl.batch.manifest.count_records, path)` for a manifest file.
+    `lambda stop: segdl.batch.manifest.count_records(path, stop=stop)` for a manifest file.
     """
     options = options_from(locals(), sync_each_file=False)
     batch = BatchOptions(

@@ -32,7 +32,7 @@ from typing import IO, Any
 from .api import Listener
 from .batch.results import ItemResult
 from .core.events import StartInfo
-from .core.units import human_size
+from .core.units import human_size, plural
 from .core.urls import origin
 
 # What today's transport speaks, for a transfer whose events do not say.
@@ -128,10 +128,12 @@ class ProgressReport(Listener):
         with self._lock:
             self._write(f"segdl: warning: {message}")
 
-    def close(self) -> None:
-        """Write the final report (once; later events write nothing more)."""
+    def close(self, *, final: bool = True) -> None:
+        """Write the final report, if any event came (once; later events write nothing).
+        `final=False` writes none: the job failed, and its error is the last word."""
         with self._lock:
-            if self._closed:
+            if self._closed or self._started is None or not final:
+                self._closed = True
                 return
             now = self._begin()
             self._write(self.format(self.snapshot(now, final=True)))
@@ -233,7 +235,7 @@ class LinesReport(ProgressReport):
         parts.append(f"{human_size(fields['rate'])}/s")
         if not fields["final"]:
             parts.append(f"ETA {eta_text(fields['eta'])}")
-            parts.append(f"{fields['connections']} connections")
+            parts.append(plural(fields["connections"], "connection"))
         extracted = fields.get("extracted")
         if extracted is not None:
             parts.append(f"{extracted['members']} members extracted")

@@ -4,7 +4,7 @@ its report rows, the list of failures and the summary."""
 from __future__ import annotations
 
 import argparse
-import functools
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -50,12 +50,14 @@ def run_batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> 
         options = batch_options(args, verify)
         if not several_items(args):
             options["journal"] = False  # a batch of one keeps none, as `segdl URL` keeps none
-        count = None
+        count: Callable[[threading.Event], int | None] | None = None
         if progress_mode(args, stderr) != "none" and args.input_file not in (None, "-"):
             # The total of items for the progress, early: a quick pass over the file.
-            count = functools.partial(
-                count_records, args.input_file, format=args.input_format, records=args.records
-            )
+            path, fmt, records = args.input_file, args.input_format, args.records
+
+            def count(stop: threading.Event) -> int | None:
+                return count_records(path, format=fmt, records=records, stop=stop)
+
         results = iter_download_many(
             items,  # type: ignore[arg-type]
             directory,

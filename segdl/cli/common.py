@@ -152,12 +152,16 @@ def progress_report(args: argparse.Namespace, stderr: IO[str]) -> ProgressReport
 
 @contextlib.contextmanager
 def reporting(report: ProgressReport | None) -> Iterator[None]:
-    """Writes the report's final line when the job ends, before any summary or error."""
+    """Writes the report's final line when the job ends, before its summary; a job that
+    raises ends with its error line alone (errors are one line)."""
     try:
         yield
-    finally:
+    except BaseException:
         if report is not None:
-            report.close()
+            report.close(final=False)
+        raise
+    if report is not None:
+        report.close()
 
 
 def several_items(args: argparse.Namespace) -> bool:
