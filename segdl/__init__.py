@@ -23,8 +23,8 @@ below (tests/test_layers.py keeps it so):
 - the jobs: `file.py` (one file onto its .part), `stream.py` (ordered bytes through a bounded
   window), then `batch/` (manifests, templates, journal, report, the run) and `archive/`
   (safe extraction from a stream or from zip member ranges), then `cluster/` (a batch on Dask);
-- `api.py` (the thin public functions) and `bars.py` (tqdm bars); on top, `cli/` (one module
-  per command).
+- `api.py` (the thin public functions), `bars.py` (tqdm bars) and `progress.py` (the lines
+  and JSON reports of `--progress`); on top, `cli/` (one module per command).
 
 The path of one byte: a scheduler worker holds a slot for a range claimed from a file's
 `FileRanges`; `fetch.Attempts` sent its ranged GET and checked the 206 before any body byte;

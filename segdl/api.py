@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,7 @@ def iter_download_many(
     listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
+    count: Callable[[threading.Event], int | None] | None = None,
 ) -> BatchResults:
     """Download many files over one shared pool of connections; yields each item's result as
     it finishes (for callers with millions of items). The batch runs while the results are
@@ -168,6 +169,9 @@ def iter_download_many(
     `checksum`. A file that does not match is a failed item and is not kept. The journal
     skips a finished item only if it was verified against the digest asked for now.
     `user_agent`, `cookies` and `load_cookies` are `download`'s.
+    `count(stop)` counts the items quickly in a thread beside the batch (None if `stop` is
+    set first), so that `listener.batch_progress` has a total before the items are all read:
+    `lambda stop: segdl.batch.manifest.count_records(path, stop=stop)` for a manifest file.
     """
     options = options_from(locals(), sync_each_file=False)
     if checksums is not None and not isinstance(checksums, Mapping):
@@ -183,7 +187,14 @@ def iter_download_many(
     )
     folder = Path(directory) if directory is not None else Path.cwd()
     return run_batch(
-        records_from(items), folder, options, batch, listener=listener, cancel=cancel, clock=clock
+        records_from(items),
+        folder,
+        options,
+        batch,
+        listener=listener,
+        cancel=cancel,
+        clock=clock,
+        count=count,
     )
 
 

@@ -276,7 +276,7 @@ class Engine:
                 if info.size == 0:
                     self._drop_first()
                     part = PartFile.create(part_path, final)
-                    self.listener.start(StartInfo(info.url, final, 0, 0, 0))
+                    self.listener.start(StartInfo(info.url, final, 0, 0, 0, protocol=info.protocol))
                     return info, part, 0, 0, True
                 if info.segmentable and self._worth_splitting(info):
                     part, resumed, connections = self._run_segmented(info, final)
@@ -340,7 +340,9 @@ class Engine:
             first.close()  # resuming: the bytes from 0 are on disk already
             first = None
             self._drop_first()
-        self.listener.start(StartInfo(info.url, part.final, info.size, workers, resumed))
+        self.listener.start(
+            StartInfo(info.url, part.final, info.size, workers, resumed, protocol=info.protocol)
+        )
         if remaining:
             self._drive(job, control, own, first)
         if job.done_bytes() != info.size:
@@ -553,7 +555,7 @@ class Engine:
             part.allocate(info.size)
         seg = Segment(0, 0, info.size if info.size is not None else _UNKNOWN)
         job = self._job(info, part, [seg], 1, self._stream_worker, stealable=False)
-        self.listener.start(StartInfo(info.url, final, info.size, 1, 0))
+        self.listener.start(StartInfo(info.url, final, info.size, 1, 0, protocol=info.protocol))
         first = self._take_first()
         if first is not None:
             # The first answer is already streaming on a slot this thread holds: finish here.

@@ -405,7 +405,11 @@ class RemoteFile(io.RawIOBase):
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]
         self._sequential = start == 0  # no seek yet: the digests cover every byte
         self._next_report = 0.0
-        self.listener.start(StartInfo(info.url, Path("-"), info.size, options.connections, 0))
+        self.listener.start(
+            StartInfo(
+                info.url, Path("-"), info.size, options.connections, 0, protocol=info.protocol
+            )
+        )
         if info.size != 0 and info.size is not None and info.ranges is not False:
             self._ranges = True
             self.scheduler.add_job(self._job)

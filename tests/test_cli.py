@@ -41,7 +41,9 @@ def test_download_with_summary(httpserver: RangeHTTPServer, tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "file.bin").read_bytes() == data
     assert proc.stdout == ""
-    summary = only_line(proc)  # not a progress bar: stderr is not a terminal
+    # Not a bar: stderr is not a terminal; `--progress lines` ends with its final report.
+    end, summary = proc.stderr.strip().splitlines()
+    assert end.startswith(f"segdl: end: 3.0 MiB of 3.0 MiB (100%) ({len(data)} bytes), ")
     assert (
         "file.bin" in summary and "3.0 MiB" in summary and "3 connections" in summary
     )  # 3 MiB at 1 MiB per range

@@ -34,7 +34,11 @@ def segdl(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedPro
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in proc.stderr
+    # stderr is not a terminal: `--progress lines` ends a run that went well with its final
+    # report, before the summary (a failed one ends with its error alone).
     lines = proc.stderr.strip().splitlines()
+    if len(lines) == 2 and lines[0].startswith("segdl: end: "):
+        lines.pop(0)
     assert len(lines) == 1, proc.stderr
     assert proc.stdout == ""
     return lines[0]

@@ -295,7 +295,9 @@ def test_insecure_cli_warns_in_one_line(tls_server: RangeHTTPServer, tmp_path: P
     assert (tmp_path / "f").read_bytes() == data
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "segdl: warning: TLS certificate verification is off (--insecure)"
-    assert len(lines) == 2  # the warning and the summary: no urllib3 warning text
+    # The warning, the final report of `--progress lines` (stderr is a pipe) and the summary:
+    # no urllib3 warning text.
+    assert len(lines) == 3 and lines[1].startswith("segdl: end: "), lines
 
 
 def test_missing_ca_file_is_a_usage_error(tmp_path: Path) -> None:

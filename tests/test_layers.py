@@ -28,6 +28,7 @@ LAYERS = {
     "segdl.cluster": 4,
     "segdl.api": 5,
     "segdl.bars": 5,
+    "segdl.progress": 5,
     "segdl.cli": 6,
     "segdl.__main__": 7,
     "segdl": 7,

@@ -98,7 +98,9 @@ def test_stdout_bytes_and_messages_on_stderr(rangeserver: RangeHTTPServer) -> No
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == data  # nothing but the file on stdout
     lines = proc.stderr.decode().strip().splitlines()
-    assert len(lines) == 1 and "to stdout" in lines[0], lines
+    # stderr is not a terminal: the final report of `--progress lines`, then the summary.
+    assert len(lines) == 2 and "to stdout" in lines[1], lines
+    assert lines[0].startswith(f"segdl: end: 2.0 MiB of 2.0 MiB (100%) ({len(data)} bytes), ")
     quiet = run_segdl(served.url, "-o", "-", "-q")
     assert quiet.returncode == 0
     assert quiet.stdout == data

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import sys
+import threading
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from contextlib import ExitStack
@@ -39,6 +40,7 @@ __all__ = [
     "BadRecord",
     "Item",
     "Record",
+    "count_records",
     "detect_format",
     "read_manifest",
     "records_from",
@@ -857,6 +859,83 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
+
+
+# --- counting ---------------------------------------------------------------------------
+
+
+def count_records(
+    source: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    records: str | None = None,
+    stop: threading.Event | None = None,
+) -> int | None:
+    """How many items `read_manifest` would yield from the file `source` (good and bad ones),
+    counted by a quick pass over its lines that parses no URL: for a batch's progress to
+    show a total early, while the batch reads the same file at its own pace. Memory stays
+    bounded by one line (a json array is loaded whole, as `read_manifest` loads it).
+
+    An estimate: the batch's own count, once its input is read to the end, is the exact one.
+    None for standard input, when `stop` is set, or when the file cannot be read.
+    """
+    path = os.fspath(source)
+    if path == "-":
+        return None
+    fmt = format or detect_format(path)
+    try:
+        with ExitStack() as stack:
+            stream, _ = _open(path, stack)
+            if fmt == "json":
+                try:
+                    return len(_load_json_array(stream, path, records))
+                except UsageError:
+                    return None
+            return _count_lines(stream, fmt, stop)
+    except (UsageError, _ReadError, OSError, EOFError, zlib.error):
+        return None
+
+
+def _count_lines(stream: _Stream, fmt: str, stop: threading.Event | None) -> int | None:
+    count = 0
+    if fmt in ("csv", "tsv"):
+        # Quoted cells may hold newlines: only the csv module knows where a row ends.
+        lines = _Lines(stream)
+        reader = csv.reader(lines, delimiter="," if fmt == "csv" else "\t")
+        header = False
+        while True:
+            if stop is not None and count % 4096 == 0 and stop.is_set():
+                return None
+            try:
+                row = next(reader)
+            except StopIteration:
+                return count
+            except (_LineTooLong, csv.Error):
+                count += header
+                continue
+            if any(cell.strip() for cell in row):
+                count += header
+                header = True
+    first = True
+    skipping = False  # inside a line longer than MAX_LINE_BYTES
+    while True:
+        if stop is not None and count % 4096 == 0 and stop.is_set():
+            return None
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return count
+        if first:
+            raw = raw.removeprefix(_BOM)
+            first = False
+        continued, skipping = skipping, not raw.endswith(b"\n")
+        if continued:
+            continue
+        if fmt == "txt":
+            # URL lines only: blank, comment and indented option lines are no items.
+            if raw[:1] not in (b" ", b"\t") and raw.strip() and not raw.lstrip().startswith(b"#"):
+                count += 1
+        elif raw.strip():
+            count += 1
 
 
 # --- the library's item forms -------------------------------------------------------------------

@@ -304,6 +304,7 @@ class Batch:
         cancel: threading.Event | None = None,
         clock: Clock | None = None,
         shared: ClaimStore | None = None,
+        count: Callable[[threading.Event], int | None] | None = None,
     ) -> None:
         self.directory = directory
         # Where destinations are also claimed beyond this run (a cluster's shards), if anywhere.
@@ -338,6 +339,10 @@ class Batch:
         self._made: set[Path] = set()  # folders already created (bounded)
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
         self.total: int | None = None  # items in the input, once the feeder has read them all
+        # A quick count of the input (`count`, run in a thread of its own beside the feeder),
+        # the total the progress shows until the feeder's own count replaces it.
+        self._count = count
+        self._counted: int | None = None
         self.journal: Journal | None = None
         self._lookahead: _Lookahead | None = None
 
@@ -370,9 +375,17 @@ class Batch:
             )
             for i in range(self.batch.files_in_flight)
         ]
+        counter: threading.Thread | None = None
+        counted = threading.Event()  # set when the run ends: a count still going stops
+        if self._count is not None:
+            counter = threading.Thread(
+                target=self._run_count, args=(self._count, counted), name="segdl-counter"
+            )
         feeder.start()
         for thread in drivers:
             thread.start()
+        if counter is not None:
+            counter.start()
         running = len(drivers)
         interrupted = False
         next_tick = self.clock.monotonic() + _TICK
@@ -411,6 +424,9 @@ class Batch:
             # The feeder may be blocked reading the input (a pipe): it cannot be woken there,
             # and stops at its next record.
             feeder.join(timeout=1.0)
+            counted.set()
+            if counter is not None:
+                counter.join()
             self.scheduler.close()
             self.pool.close()
             claims.close()
@@ -444,9 +460,20 @@ class Batch:
             active = sum(engine.fetched for engine in self._engines)
             connections = len(self._engines)
         done = self.counts["ok"] + self.counts["skipped"] + self.counts["failed"]
+        total = self.total if self.total is not None else self._counted
+        if total is not None and total < done:
+            total = None  # the quick count was short (an odd line): not a total to show
         self.listener.batch_progress(
-            done, self.total, self._done_bytes + active, self.counts["failed"], connections
+            done, total, self._done_bytes + active, self.counts["failed"], connections
         )
+
+    def _run_count(
+        self, count: Callable[[threading.Event], int | None], stop: threading.Event
+    ) -> None:
+        try:
+            self._counted = count(stop)
+        except BaseException as exc:  # a bug: no thread ends with an exception of its own
+            self._fail(exc)
 
     # -- the feeder ---------------------------------------------------------------------------
     def _feed(
@@ -799,7 +826,12 @@ def run_batch(
     listener: BatchListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
+    count: Callable[[threading.Event], int | None] | None = None,
 ) -> BatchResults:
-    """Run a batch; results stream out as items finish (see `Batch`)."""
-    run = Batch(directory, options, batch, listener=listener, cancel=cancel, clock=clock)
+    """Run a batch; results stream out as items finish (see `Batch`). `count(stop)`, if
+    given, counts the items of the input quickly in a thread of its own, returning None if
+    `stop` is set first: the progress shows that total until the feeder has read them all."""
+    run = Batch(
+        directory, options, batch, listener=listener, cancel=cancel, clock=clock, count=count
+    )
     return BatchResults(run.run(records))

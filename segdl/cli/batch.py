@@ -4,6 +4,7 @@ its report rows, the list of failures and the summary."""
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import IO
 
 from ..api import iter_download_many
 from ..bars import TqdmBatchListener
-from ..batch.manifest import read_manifest
+from ..batch.manifest import count_records, read_manifest
 from ..batch.report import ReportRow, ReportWriter
 from ..batch.results import BatchListener, ItemResult
 from ..batch.template import Template
@@ -24,6 +25,9 @@ from .common import (
     EXIT_USAGE,
     Warnings,
     after_bar,
+    progress_mode,
+    progress_report,
+    reporting,
     several_items,
 )
 from .single import common_options
@@ -48,10 +52,19 @@ def run_batch(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> 
             options["journal"] = False  # a batch of one keeps none, as `segdl URL` keeps none
         if args.checksums is not None:
             options["checksums"] = args.checksums
+        count: Callable[[threading.Event], int | None] | None = None
+        if progress_mode(args, stderr) != "none" and args.input_file not in (None, "-"):
+            # The total of items for the progress, early: a quick pass over the file.
+            path, fmt, records = args.input_file, args.input_format, args.records
+
+            def count(stop: threading.Event) -> int | None:
+                return count_records(path, format=fmt, records=records, stop=stop)
+
         results = iter_download_many(
             items,  # type: ignore[arg-type]
             directory,
             listener=listener,
+            count=count,
             **options,  # type: ignore[arg-type]
         )
         return results if extraction is None else extraction.results(results)
@@ -88,16 +101,38 @@ def run_batch_command(
     list failures and print the summary; the exit code. Shared by local and cluster batches."""
     listener: BatchListener
     bar: TqdmBatchListener | None = None
-    if not args.quiet and stderr.isatty():
+    report = progress_report(args, stderr)
+    if report is not None:
+        listener = report
+    elif progress_mode(args, stderr) == "bar":
         listener = bar = TqdmBatchListener(file=stderr)
     else:
         listener = Warnings(stderr)
-    report: ReportWriter | None = None
+    rows: ReportWriter | None = None
     started = time.monotonic()
     counts = {"ok": 0, "skipped": 0, "failed": 0}
     fetched = 0
     listed = 0
     stopped: DiskFullError | None = None
+
+    def take(result: ItemResult) -> None:
+        nonlocal fetched, listed
+        counts[result.status] += 1
+        if report is not None:
+            report.item_done(result)
+        if result.result is not None:
+            fetched += result.result.fetched
+        if rows is not None:
+            rows.write(_row(result, Path(args.dir) if args.dir else Path.cwd()))
+        if result.status == "failed":
+            listed += 1
+            if listed <= _MAX_LISTED:
+                line = _failed_line(result)
+                if bar is not None:
+                    bar.warning_line(line)
+                else:
+                    print(line, file=stderr)
+
     try:
         if args.input_file is not None:
             items: object = read_manifest(
@@ -112,21 +147,10 @@ def run_batch_command(
         else:
             items = args.urls
         if args.report:
-            report = ReportWriter(Path(args.report))
-        for result in start(items, listener):
-            counts[result.status] += 1
-            if result.result is not None:
-                fetched += result.result.fetched
-            if report is not None:
-                report.write(_row(result, Path(args.dir) if args.dir else Path.cwd()))
-            if result.status == "failed":
-                listed += 1
-                if listed <= _MAX_LISTED:
-                    line = _failed_line(result)
-                    if bar is not None:
-                        bar.warning_line(line)
-                    else:
-                        print(line, file=stderr)
+            rows = ReportWriter(Path(args.report))
+        with reporting(report):
+            for result in start(items, listener if report is None else _FinalResults(report)):
+                take(result)
     except UsageError as exc:
         after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_USAGE
@@ -142,8 +166,8 @@ def run_batch_command(
     finally:
         if bar is not None:
             bar.close()
-        if report is not None:
-            report.close()
+        if rows is not None:
+            rows.close()
     if stopped is not None:
         print(f"segdl: error: {stopped}", file=stderr)
     if listed > _MAX_LISTED:
@@ -157,6 +181,22 @@ def run_batch_command(
             file=stderr,
         )
     return EXIT_FAILED if counts["failed"] or stopped is not None else EXIT_OK
+
+
+class _FinalResults(BatchListener):
+    """The batch's events but `item_done`: the command sends that itself, with each item's
+    final result (an archive's extraction may still fail an item the batch fetched)."""
+
+    def __init__(self, listener: BatchListener) -> None:
+        self._listener = listener
+
+    def batch_progress(
+        self, items: int, total: int | None, done: int, failed: int, connections: int
+    ) -> None:
+        self._listener.batch_progress(items, total, done, failed, connections)
+
+    def warning(self, message: str) -> None:
+        self._listener.warning(message)
 
 
 def _failed_line(result: ItemResult) -> str:

@@ -4,7 +4,8 @@ warnings when there is no bar, the summary line of a download, printing after a 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import IO, NoReturn, Protocol
 
 from ..api import Listener
@@ -14,6 +15,7 @@ from ..core.units import human_size, plural
 from ..core.verify import Checksum, read_checksums
 from ..errors import UsageError
 from ..file import Result
+from ..progress import REPORTS, ProgressReport
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -150,6 +152,38 @@ def after_bar(bar: _Bar | None, line: str, stream: IO[str]) -> None:
 
 
 EXIT_BROKEN_PIPE = 141  # as a shell reports a program killed by SIGPIPE
+
+
+PROGRESS_MODES = ("bar", "lines", "json", "none")
+
+
+def progress_mode(args: argparse.Namespace, stderr: IO[str]) -> str:
+    """`--progress` as given; else none with -q, a bar on a terminal, lines elsewhere."""
+    if args.progress is not None:
+        return str(args.progress)
+    if args.quiet:
+        return "none"
+    return "bar" if stderr.isatty() else "lines"
+
+
+def progress_report(args: argparse.Namespace, stderr: IO[str]) -> ProgressReport | None:
+    """The report of `--progress lines` or `json` on stderr, None for the other modes."""
+    kind = REPORTS.get(progress_mode(args, stderr))
+    return kind(stderr) if kind is not None else None
+
+
+@contextlib.contextmanager
+def reporting(report: ProgressReport | None) -> Iterator[None]:
+    """Writes the report's final line when the job ends, before its summary; a job that
+    raises ends with its error line alone (errors are one line)."""
+    try:
+        yield
+    except BaseException:
+        if report is not None:
+            report.close(final=False)
+        raise
+    if report is not None:
+        report.close()
 
 
 def several_items(args: argparse.Namespace) -> bool:

@@ -46,6 +46,9 @@ from .common import (
     after_bar,
     arg_count,
     matched,
+    progress_mode,
+    progress_report,
+    reporting,
 )
 
 # The longest first: ".tar.gz" before ".gz".
@@ -279,27 +282,31 @@ def run_single(args: argparse.Namespace, common: dict[str, Any], stderr: IO[str]
     dest = Path(args.extract)
     bar: ExtractBar | None = None
     listener: ExtractListener
-    if not args.quiet and stderr.isatty():
+    report = progress_report(args, stderr)
+    if report is not None:
+        listener = report
+    elif progress_mode(args, stderr) == "bar":
         listener = bar = ExtractBar(dest, file=stderr)
     else:
         listener = Warnings(stderr)
     options = {k: v for k, v in common.items() if k not in ("resume", "direct_io")}
     limits = _limits(args)
     try:
-        result = extract(
-            args.urls[0],
-            dest,
-            include=args.include,
-            strip_components=args.strip_components,
-            keep_archive=args.keep_archive,
-            overwrite=args.if_exists == "overwrite",
-            max_size=limits.max_size,
-            max_members=limits.max_members,
-            max_ratio=limits.max_ratio,
-            window=args.window,
-            listener=listener,
-            **options,
-        )
+        with reporting(report):
+            result = extract(
+                args.urls[0],
+                dest,
+                include=args.include,
+                strip_components=args.strip_components,
+                keep_archive=args.keep_archive,
+                overwrite=args.if_exists == "overwrite",
+                max_size=limits.max_size,
+                max_members=limits.max_members,
+                max_ratio=limits.max_ratio,
+                window=args.window,
+                listener=listener,
+                **options,
+            )
     except UsageError as exc:
         after_bar(bar, f"segdl: error: {exc}", stderr)
         return EXIT_USAGE

@@ -13,6 +13,7 @@ from ..batch.template import TemplateError, safe_relative
 from ..core.http import describe as describe_transports
 from ..core.options import IF_EXISTS, MAX_CONNECTIONS
 from .common import (
+    PROGRESS_MODES,
     Parser,
     arg_accept,
     arg_checksums,
@@ -292,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_extract_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parser.add_argument(
+        "--progress",
+        choices=PROGRESS_MODES,
+        help="bar (default on a terminal), lines (default otherwise: a line every 10 s and at "
+        "the end), json (an object a line every second and at the end) or none (as -q, but "
+        "the summary stays); all on stderr",
+    )
     parser.add_argument(
         "--version", action=_Version, nargs=0, help="show the version and the transports"
     )

@@ -16,6 +16,7 @@ from ..core.cookies import NO_COOKIES
 from ..core.events import TransferListener
 from ..core.units import human_size
 from ..errors import Interrupted, SegdlError, UsageError
+from ..progress import ProgressReport
 from .common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -23,6 +24,9 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     Warnings,
+    progress_mode,
+    progress_report,
+    reporting,
     summary,
 )
 
@@ -57,18 +61,25 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
 
 def run_download(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) -> int:
     listener: TransferListener
-    listener = TqdmListener(file=stderr) if not args.quiet and stderr.isatty() else Warnings(stderr)
+    report = progress_report(args, stderr)
+    if report is not None:
+        listener = report
+    elif progress_mode(args, stderr) == "bar":
+        listener = TqdmListener(file=stderr)
+    else:
+        listener = Warnings(stderr)
     if args.output == "-":
-        return run_to_stdout(args, verify, stderr, listener)
+        return run_to_stdout(args, verify, stderr, listener, report)
     try:
-        result = download(
-            args.urls[0],
-            args.output,
-            directory=args.dir,
-            if_exists=args.if_exists or "error",
-            listener=listener,
-            **common_options(args, verify),  # type: ignore[arg-type]
-        )
+        with reporting(report):
+            result = download(
+                args.urls[0],
+                args.output,
+                directory=args.dir,
+                if_exists=args.if_exists or "error",
+                listener=listener,
+                **common_options(args, verify),  # type: ignore[arg-type]
+            )
     except UsageError as exc:
         print(f"segdl: error: {exc}", file=stderr)
         return EXIT_USAGE
@@ -87,7 +98,11 @@ def run_download(args: argparse.Namespace, verify: bool | str, stderr: IO[str]) 
 
 
 def run_to_stdout(
-    args: argparse.Namespace, verify: bool | str, stderr: IO[str], listener: TransferListener
+    args: argparse.Namespace,
+    verify: bool | str,
+    stderr: IO[str],
+    listener: TransferListener,
+    report: ProgressReport | None = None,
 ) -> int:
     """`-o -`: the file in order on stdout; the bar and messages stay on stderr."""
     common = common_options(args, verify)
@@ -97,12 +112,15 @@ def run_to_stdout(
     started = time.monotonic()
     written = 0
     try:
-        with segdl_open(
-            args.urls[0],
-            window=args.window,
-            listener=listener,
-            **common,  # type: ignore[arg-type]
-        ) as remote:
+        with (
+            reporting(report),
+            segdl_open(
+                args.urls[0],
+                window=args.window,
+                listener=listener,
+                **common,  # type: ignore[arg-type]
+            ) as remote,
+        ):
             chunk = bytearray(1 << 20)
             view = memoryview(chunk)
             while n := remote.readinto(chunk):

@@ -25,6 +25,9 @@ class StartInfo:
     total: int | None  # None when the server does not say
     connections: int  # connections planned (1 for a single stream)
     resumed: int  # bytes already on disk from an earlier run
+    # The HTTP version of the answer that sized the file ("HTTP/1.1", "HTTP/2"); None when
+    # unknown.
+    protocol: str | None = None
 
 
 class TransferListener:

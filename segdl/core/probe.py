@@ -39,6 +39,7 @@ class RemoteInfo:
     validators: Validators
     content_disposition: str | None = None
     digest: str | None = None  # Repr-Digest / Content-Digest header, if any
+    protocol: str = "HTTP/1.1"  # the HTTP version the answer came over
 
     @property
     def segmentable(self) -> bool:
@@ -47,10 +48,18 @@ class RemoteInfo:
 
 
 def _info(
-    url: str, final_url: str, headers: Headers, size: int | None, ranges: bool | None
+    url: str,
+    final_url: str,
+    headers: Headers,
+    size: int | None,
+    ranges: bool | None,
+    answer: object = None,
 ) -> RemoteInfo:
     """What an answer's headers say of the file, besides its size and range support."""
+    # Only libcurl's answers (and bodies) say which HTTP version carried them.
+    protocol = getattr(answer, "protocol", None) or "HTTP/1.1"
     return RemoteInfo(
+        protocol=protocol,
         url=url,
         final_url=final_url,
         size=size,
@@ -78,7 +87,7 @@ def probe_remote(transport: Transport, url: str) -> RemoteInfo:
         if response.status_code == 200 and size is not None and content_coding(response) is None:
             accept = response.headers.get("Accept-Ranges", "").strip().lower()
             ranges = True if accept == "bytes" else False if accept == "none" else None
-            return _info(url, final, response.headers, size, ranges)
+            return _info(url, final, response.headers, size, ranges, response)
     try:
         return _probe_get(transport, url)
     except TransferError as exc:
@@ -102,7 +111,7 @@ def _probe_get(transport: Transport, url: str) -> RemoteInfo:
             ranges = False
         else:
             raise status_error(response)
-        return _info(url, final, headers, size, ranges)
+        return _info(url, final, headers, size, ranges, response)
     finally:
         # Closing without reading drops the connection instead of downloading a whole file.
         response.close()
@@ -119,4 +128,4 @@ def info_from_first(url: str, final_url: str, body: ResponseBody) -> RemoteInfo:
         size, ranges = 0, True
     else:
         size, ranges = body.length, False
-    return _info(url, final_url, headers, size, ranges)
+    return _info(url, final_url, headers, size, ranges, body)
