@@ -215,6 +215,8 @@ class Engine:
         resolve: Callable[[RemoteInfo], Path | None],
         *,
         requeue: bool = False,
+        started: ResponseBody | None = None,
+        slot: Callable[[], None] | None = None,
     ) -> Result | None:
         """Batch path: a GET of `bytes=0-` that sizes the file and already carries its body.
 
@@ -223,20 +225,26 @@ class Engine:
         this one request; a large one is split while this connection keeps streaming.
         With `requeue`, a host that asks for a pause (429/503 with Retry-After), or is paused,
         raises `Requeue` instead of waiting here: the caller's thread can serve other hosts.
+        `started` is that GET sent already (`Transport.start_first`), on the slot that `slot`
+        gives back.
         """
         final_url = url
+        first = started
 
         def send() -> ResponseBody:
-            nonlocal final_url
+            nonlocal final_url, first
             self.attempts += 1
+            sent, first = first, None
             try:
-                body, final_url = self.transport.open_first(url, accept=self.options.accept)
+                body, final_url = self.transport.open_first(
+                    url, accept=self.options.accept, started=sent
+                )
             except HTTPStatusError as exc:
                 self.http_status = exc.status
                 raise
             return body
 
-        tries = self.fetcher.attempts(origin(url), self.retry, leave_paused=requeue)
+        tries = self.fetcher.attempts(origin(url), self.retry, leave_paused=requeue, slot=slot)
         try:
             body = tries.open(send)
         except Stop:
@@ -304,6 +312,8 @@ class Engine:
         only when it is large enough for a second connection to help."""
         if self._first is None:
             return True
+        if self._first.in_memory:
+            return False  # every byte is here already
         assert info.size is not None
         return self.options.connections > 1 and info.size >= 2 * self.options.min_split
 

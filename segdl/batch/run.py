@@ -36,7 +36,8 @@ from typing import Protocol
 from ..core.clock import Clock, page_buffer
 from ..core.destination import NAME_ROOM, settle, taken
 from ..core.events import TransferListener
-from ..core.http import open_pool
+from ..core.fetch import giver
+from ..core.http import ResponseBody, Transport, open_pool, uses_curl
 from ..core.naming import derive_filename
 from ..core.options import Options
 from ..core.probe import RemoteInfo
@@ -63,6 +64,7 @@ from .results import BatchListener, ItemResult
 from .template import DEFAULT, Template, TemplateError, safe_relative
 
 _TICK = 0.2  # how often the caller's thread samples progress
+_ITEM_DRIVERS = 64  # item drivers beside the flights driver, at most
 _RESULTS_MIN = 8  # results queued for the caller (at least; files in flight when more)
 
 
@@ -208,9 +210,15 @@ class _Lookahead:
     """Items read ahead, queued by host; drivers take from the least busy host first, and never
     from a host paused by a 429/503 (a driver would only wait there while others have work)."""
 
-    def __init__(self, limit: int, load: Callable[[Origin], tuple[int, int, float]]) -> None:
+    def __init__(
+        self,
+        limit: int,
+        load: Callable[[Origin], tuple[int, int, float]],
+        on_put: Callable[[], None] | None = None,
+    ) -> None:
         self._limit = limit
         self._load = load
+        self._on_put = on_put  # told of every item added (the flights driver waits for it)
         self._hosts: dict[Origin, deque[_Item]] = {}
         self._count = 0
         self._ended = False
@@ -241,6 +249,43 @@ class _Lookahead:
             waiting.append(item)
         self._count += 1
         self._not_empty.notify()
+        if self._on_put is not None:
+            self._on_put()
+
+    def drained(self) -> bool:
+        """No item is left, and none will come."""
+        with self._not_full:
+            return self._ended and not self._count
+
+    def try_take(self) -> _Item | None:
+        """The next item of the unpaused host with the most free slots, now; None when no
+        host with items has a free slot."""
+        with self._not_empty:
+            best = self._best(full=False)
+            return None if best is None else self._pop(best)
+
+    def _best(self, *, full: bool) -> Origin | None:
+        """The unpaused host with the most room (`full`: also hosts at their cap)."""
+        best: Origin | None = None
+        best_room = 0.0
+        for host in self._hosts:
+            busy, cap, pause = self._load(host)
+            if pause > 0 or (not full and busy >= cap):
+                continue
+            room = (cap - busy) / cap
+            if best is None or room > best_room:
+                best, best_room = host, room
+        return best
+
+    def _pop(self, host: Origin) -> _Item:
+        waiting = self._hosts.pop(host)
+        item = waiting.popleft()
+        if waiting:
+            # To the back: equally idle hosts take turns.
+            self._hosts[host] = waiting
+        self._count -= 1
+        self._not_full.notify()
+        return item
 
     def end(self) -> None:
         """No more items; also called on stop, to wake every waiter."""
@@ -256,28 +301,73 @@ class _Lookahead:
             while True:
                 if stop.is_set() or (self._ended and not self._count):
                     return None
-                best: Origin | None = None
-                best_room = 0.0
-                wait = _TICK
-                for host in self._hosts:
-                    busy, cap, pause = self._load(host)
-                    if pause > 0:
-                        wait = min(wait, pause)
-                        continue
-                    room = (cap - busy) / cap
-                    if best is None or room > best_room:
-                        best, best_room = host, room
+                best = self._best(full=True)
                 if best is not None:
-                    break
-                self._not_empty.wait(wait)
-            waiting = self._hosts.pop(best)
-            item = waiting.popleft()
-            if waiting:
-                # To the back: equally idle hosts take turns.
-                self._hosts[best] = waiting
-            self._count -= 1
-            self._not_full.notify()
-            return item
+                    return self._pop(best)
+                self._not_empty.wait(_TICK)  # every host with items is paused
+
+
+@dataclass
+class _Flight:
+    """A first GET sent by the flights driver, not settled yet."""
+
+    item: _Item
+    url: str
+    transport: Transport
+    body: ResponseBody
+    release: Callable[[], None]  # gives back its slot
+
+
+def _nothing() -> None:
+    """The slot of an answer that came whole, given back already."""
+
+
+class _ToDrivers(Exception):
+    """An item the flights driver cannot finish without waiting: to the item drivers."""
+
+
+class _Handoffs:
+    """Items the flights driver passes to the item drivers: with their first GET sent (a
+    large file, a redirect, an error to retry), or not (a mirror to try next)."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[_Item, _Flight | None]] = deque()
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._ended = False
+
+    def put(self, item: _Item, flight: _Flight | None) -> None:
+        with self._cond:
+            self._items.append((item, flight))
+            self._cond.notify()
+
+    def take(self, stop: threading.Event) -> tuple[_Item, _Flight | None] | None:
+        """The next handoff; None once ended and empty, or on stop."""
+        with self._cond:
+            while not self._items:
+                if self._ended or stop.is_set():
+                    return None
+                self._cond.wait(_TICK)
+            self._busy += 1
+            return self._items.popleft()
+
+    def done(self) -> None:
+        with self._cond:
+            self._busy -= 1
+
+    def idle(self) -> bool:
+        """Nothing waits here and no driver works on a handoff."""
+        with self._cond:
+            return not self._items and not self._busy
+
+    def end(self) -> list[_Flight]:
+        """No more handoffs; the flights never taken, for the caller to close."""
+        with self._cond:
+            self._ended = True
+            left = [flight for _, flight in self._items if flight is not None]
+            self._items.clear()
+            self._cond.notify_all()
+            return left
 
 
 class _ItemListener(TransferListener):
@@ -324,6 +414,11 @@ class Batch:
             monotonic=self.clock.monotonic,
         )
         self.pool = open_pool(options, hosts=16, per_host=batch.per_host)
+        # Where the transport sends without waiting (libcurl), one thread keeps the first
+        # GETs of `files_in_flight` items in flight and finishes those whose whole answer
+        # came (a small file); the others go to a few item drivers (see `_drive_flights`).
+        self._flights = uses_curl(options)
+        self._wake = threading.Event()  # the flights driver's: an answer settled, items came
         self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
         # Results not consumed yet hold back the threads beyond a few: a caller that stops
@@ -364,17 +459,41 @@ class Batch:
         lookahead = _Lookahead(
             self.batch.lookahead or max(256, 8 * self.batch.files_in_flight),
             self.scheduler.host_load,
+            on_put=self._wake.set if self._flights else None,
         )
         self._lookahead = lookahead
         feeder = threading.Thread(
             target=self._feed, args=(records, lookahead, claims), name="segdl-feeder", daemon=True
         )
-        drivers = [
-            threading.Thread(
-                target=self._drive, args=(lookahead, claims), name=f"segdl-driver-{i}", daemon=True
-            )
-            for i in range(self.batch.files_in_flight)
-        ]
+        if self._flights:
+            handoffs = _Handoffs()
+            drivers = [
+                threading.Thread(
+                    target=self._drive_flights,
+                    args=(lookahead, claims, handoffs),
+                    name="segdl-flights",
+                    daemon=True,
+                )
+            ]
+            drivers += [
+                threading.Thread(
+                    target=self._drive_handoffs,
+                    args=(lookahead, claims, handoffs),
+                    name=f"segdl-driver-{i}",
+                    daemon=True,
+                )
+                for i in range(min(self.batch.files_in_flight, _ITEM_DRIVERS))
+            ]
+        else:
+            drivers = [
+                threading.Thread(
+                    target=self._drive,
+                    args=(lookahead, claims),
+                    name=f"segdl-driver-{i}",
+                    daemon=True,
+                )
+                for i in range(self.batch.files_in_flight)
+            ]
         counter: threading.Thread | None = None
         counted = threading.Event()  # set when the run ends: a count still going stops
         if self._count is not None:
@@ -443,6 +562,7 @@ class Batch:
         waits wake, and requests still waiting for their answer's headers are cut."""
         self.cancel.set()
         self._stop.set()
+        self._wake.set()
         if self._lookahead is not None:
             self._lookahead.end()
         self.pool.abort()
@@ -574,22 +694,151 @@ class Batch:
         finally:
             self._results.put(None)
 
-    def _fetch(self, item: _Item, claims: Claims) -> ItemResult | None:
+    def _drive_flights(self, lookahead: _Lookahead, claims: Claims, handoffs: _Handoffs) -> None:
+        """The first GETs of up to `files_in_flight` items in flight at once, on one thread:
+        libcurl sends them and tells `_wake` as each settles; an item whose whole answer came
+        (a small file) is finished here, without a thread of its own; any other (a large
+        file, a redirect, an error) goes to the item drivers with its answer."""
+        flights: dict[int, _Flight] = {}
+        settled: deque[ResponseBody] = deque()
+        wake = self._wake
+
+        def on_settled(body: ResponseBody) -> None:  # in libcurl's thread
+            settled.append(body)
+            wake.set()
+
+        try:
+            while not self._stop.is_set():
+                wake.clear()
+                # The answers that came whole free their slots at once (the connection is
+                # back in libcurl's pool): new requests go out before these are written.
+                landed: list[_Flight] = []
+                while settled:
+                    flight = flights.pop(id(settled.popleft()), None)
+                    if flight is None:
+                        continue
+                    body = flight.body
+                    if body.in_memory and body.status in (200, 206, 416):
+                        flight.release()
+                        flight.release = _nothing
+                        landed.append(flight)
+                    else:
+                        handoffs.put(flight.item, flight)  # to finish the blocking way
+                while len(flights) < self.batch.files_in_flight:
+                    item = lookahead.try_take()
+                    if item is None or not self._launch(item, flights, on_settled, handoffs):
+                        break
+                for flight in landed:
+                    self._land(flight, claims, lookahead, handoffs)
+                if not flights and handoffs.idle() and lookahead.drained():
+                    return
+                if not landed:
+                    wake.wait(_TICK)
+        except BaseException as exc:  # a full disk, a journal that cannot be written, a bug
+            self._fail(exc)
+        finally:
+            for flight in [*flights.values(), *handoffs.end()]:
+                flight.body.close()
+                flight.release()
+            self._results.put(None)
+
+    def _launch(
+        self,
+        item: _Item,
+        flights: dict[int, _Flight],
+        on_settled: Callable[[ResponseBody], None],
+        handoffs: _Handoffs,
+    ) -> bool:
+        """Send `item`'s first GET; False when its host has no free slot (it goes back)."""
+        if item.started is None:
+            item.started = self.clock.monotonic()
+        url = item.record.urls[item.mirror]
+        host = origin(url)
+        if item.mirror or host in self._dead:
+            handoffs.put(item, None)  # a mirror, or a host that never answers: not here
+            return True
+        if not self.scheduler.try_acquire(host):
+            assert self._lookahead is not None
+            self._lookahead.put_back(item)
+            return False
+        release = giver(self.scheduler, host)
+        transport = self.pool.transport(url)
+        body = transport.start_first(url, on_settled)
+        if body is None:  # through a proxy: the blocking way
+            release()
+            handoffs.put(item, None)
+            return True
+        flights[id(body)] = _Flight(item, url, transport, body, release)
+        return True
+
+    def _land(
+        self, flight: _Flight, claims: Claims, lookahead: _Lookahead, handoffs: _Handoffs
+    ) -> None:
+        """Finish here an item whose first GET's whole answer came."""
+        try:
+            result = self._fetch(flight.item, claims, flight=flight, here=True)
+        except _ToDrivers:
+            handoffs.put(flight.item, None)
+            return
+        except Requeue:
+            lookahead.put_back(flight.item)
+            return
+        if result is not None:
+            self._put(result)
+
+    def _drive_handoffs(self, lookahead: _Lookahead, claims: Claims, handoffs: _Handoffs) -> None:
+        """An item driver beside the flights driver: runs the items it hands over."""
+        try:
+            while not self._stop.is_set():
+                taken = handoffs.take(self._stop)
+                if taken is None:
+                    return
+                item, flight = taken
+                try:
+                    result = self._fetch(item, claims, flight=flight)
+                except Requeue:
+                    lookahead.put_back(item)  # its host paused it: the flights driver waits
+                    continue
+                finally:
+                    handoffs.done()
+                if result is not None:
+                    self._put(result)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._results.put(None)
+
+    def _fetch(
+        self,
+        item: _Item,
+        claims: Claims,
+        *,
+        flight: _Flight | None = None,
+        here: bool = False,
+    ) -> ItemResult | None:
         """Fetch `item` from its first mirror that works; None when interrupted. Raises
-        Requeue when a host paused it (`item` then knows where to go on), DiskFullError."""
+        Requeue when a host paused it (`item` then knows where to go on), DiskFullError.
+        `flight`: its first GET, sent already. `here`: on the flights driver, which never
+        waits for the network: a next mirror raises `_ToDrivers`."""
         record = item.record
         if item.started is None:
             item.started = self.clock.monotonic()
         path: Path | None = None if item.relative is None else self.directory / item.relative
         path = item.path or path
         while item.mirror < len(record.urls):
+            if here and flight is None:
+                raise _ToDrivers
             url = record.urls[item.mirror]
             host = origin(url)
+            sent, flight = flight, None
             if host in self._dead:
+                if sent is not None:
+                    sent.body.close()
+                    sent.release()
                 item.errors.append(_item_error(record, url, self._dead[host]))
                 item.mirror += 1
                 continue
-            transport = self.pool.transport(url)
+            transport = sent.transport if sent is not None else self.pool.transport(url)
             engine = Engine(
                 transport,
                 self.options,
@@ -610,6 +859,8 @@ class Batch:
                         self._resolve, item, claims=claims, names=names, engine=engine
                     ),
                     requeue=True,
+                    started=None if sent is None else sent.body,
+                    slot=None if sent is None else sent.release,
                 )
             except Interrupted:
                 return None

@@ -29,7 +29,7 @@ from .retry import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after, wait_be
 from .scheduler import Paused, Scheduler, Stop
 from .urls import Origin
 
-__all__ = ["Attempts", "Fetcher", "Requeue", "Retired", "Stop"]
+__all__ = ["Attempts", "Fetcher", "Requeue", "Retired", "Stop", "giver"]
 
 T = TypeVar("T")
 
@@ -47,6 +47,22 @@ class Requeue(Exception):
 
 class Retired(Stop):
     """A range worker leaves: the host refused one connection too many while others stream."""
+
+
+def giver(scheduler: Scheduler, host: Origin) -> Callable[[], None]:
+    """For a slot of `host` just taken: the callable that gives it back, once, whoever calls
+    it and however often."""
+    lock = threading.Lock()
+    held = [True]
+
+    def release() -> None:
+        with lock:
+            if not held[0]:
+                return
+            held[0] = False
+        scheduler.release(host)
+
+    return release
 
 
 class Fetcher:
@@ -67,15 +83,19 @@ class Fetcher:
         halt: threading.Event | None = None,
         held: bool = False,
         leave_paused: bool = False,
+        slot: Callable[[], None] | None = None,
     ) -> Attempts:
         """The tries of one request (and of the requests that continue it, e.g. the rest of
         a range after a broken body) under `policy`.
 
         `halt` is the job's stop (besides the caller's cancel); `held` means the caller's
         claim holds a slot of `host` already (a range worker); `leave_paused` raises
-        `Requeue` rather than wait out a pause of the host.
+        `Requeue` rather than wait out a pause of the host; `slot` gives back a slot of
+        `host` taken already for the first try (which then waits for none).
         """
-        return Attempts(self, host, policy, halt=halt, held=held, leave_paused=leave_paused)
+        return Attempts(
+            self, host, policy, halt=halt, held=held, leave_paused=leave_paused, slot=slot
+        )
 
 
 class Attempts:
@@ -90,8 +110,10 @@ class Attempts:
         halt: threading.Event | None,
         held: bool,
         leave_paused: bool,
+        slot: Callable[[], None] | None = None,
     ) -> None:
         self.fetcher = fetcher
+        self._slot = slot
         self.host = host
         self.policy = policy
         self.halt = halt
@@ -152,8 +174,10 @@ class Attempts:
     ) -> tuple[T, Callable[[], None] | None]:
         scheduler = self.fetcher.scheduler
         while True:
-            self.check()
-            release = None if self.held else self._acquire()
+            release, self._slot = self._slot, None
+            if release is None:
+                self.check()
+                release = None if self.held else self._acquire()
             try:
                 result = send()
             except (NetworkError, HTTPStatusError) as exc:
@@ -177,17 +201,7 @@ class Attempts:
             scheduler.acquire(host, self.stopped, leave_paused=self.leave_paused)
         except Paused:
             raise Requeue(self.policy) from None
-        lock = threading.Lock()
-        held = [True]
-
-        def release() -> None:
-            with lock:
-                if not held[0]:
-                    return
-                held[0] = False
-            scheduler.release(host)
-
-        return release
+        return giver(scheduler, host)
 
     def _refused(self, error: SegdlError) -> bool:
         """Tell the scheduler of a 429 or 503; True when the host is now paused."""

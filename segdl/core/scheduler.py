@@ -162,6 +162,15 @@ class Scheduler:
                 host.waiting -= 1
                 self._waiting -= 1
 
+    def try_acquire(self, key: Origin) -> bool:
+        """Take a slot of host `key` if one is free now and nobody waits for one."""
+        with self._lock:
+            host = self._host(key)
+            if host.waiting or not self._free(host, self._monotonic()):
+                return False
+            self._take_slot(key, host)
+            return True
+
     def release(self, key: Origin) -> None:
         with self._lock:
             self._freed(self._hosts[key])

@@ -34,6 +34,10 @@ class ResponseBody(Protocol):
     def protocol(self) -> str:
         """The HTTP version that carried it: "HTTP/1.1" or "HTTP/2"."""
 
+    @property
+    def in_memory(self) -> bool:
+        """The whole answer has arrived and waits in memory: reading it will not wait."""
+
     def readinto(self, view: memoryview) -> int:
         """Read up to len(view) body bytes; 0 only at the clean end of the body (a body that
         ends short of `length` raises TruncatedError)."""
@@ -67,9 +71,23 @@ class Transport(Protocol):
     ) -> ResponseBody:
         """GET `[start, stop)` of a `total`-byte file, checked before any body is read."""
 
-    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[ResponseBody, str]:
+    def start_first(
+        self, url: str, on_settled: Callable[[ResponseBody], None]
+    ) -> ResponseBody | None:
+        """Send a batch item's first GET without waiting, where the transport can: the
+        unchecked body, whose `on_settled(body)` comes (from another thread) once the answer
+        is whole or fills the transport's window; None where it cannot (then `open_first`)."""
+
+    def open_first(
+        self,
+        url: str,
+        *,
+        accept: tuple[str, ...] = (),
+        started: ResponseBody | None = None,
+    ) -> tuple[ResponseBody, str]:
         """A batch item's GET of `bytes=0-`, which sizes the file and carries its body; the
-        checked body and the URL redirects led to."""
+        checked body and the URL redirects led to. `started`: what `start_first` sent, to
+        check instead of sending a new request."""
 
     def open_stream(self, url: str, offset: int, *, validators: Validators) -> ResponseBody:
         """GET the whole file, or from `offset` on to continue a single stream."""

@@ -123,6 +123,9 @@ class CurlBody:
         self.protocol = "HTTP/1.1"
         self.length: int | None = None  # set by the transport once the answer is checked
         self.on_close: Callable[[], None] | None = None
+        # Called once, from the loop thread, when the transfer ends or its body fills the
+        # window (`CurlTransport.start_first`).
+        self.on_settled: Callable[[base.ResponseBody], None] | None = None
         self.received = 0
         self._loop = loop
         self._cond = threading.Condition(threading.Lock())
@@ -169,12 +172,17 @@ class CurlBody:
                 return 0  # abandoned: libcurl stops the transfer (CURLE_WRITE_ERROR)
             if self._queued >= _WINDOW:
                 self._paused = True
-                return int(pycurl.WRITEFUNC_PAUSE)  # kept by libcurl, offered again on unpause
-            if not self._headers_in:
-                self._headers_in = True  # a body without a blank line first (HTTP/0.9...)
-            self._chunks.append(memoryview(data))
-            self._queued += len(data)
-            self._cond.notify_all()
+                pause = int(pycurl.WRITEFUNC_PAUSE)  # kept by libcurl, offered again on unpause
+            else:
+                pause = 0
+                if not self._headers_in:
+                    self._headers_in = True  # a body without a blank line first (HTTP/0.9)
+                self._chunks.append(memoryview(data))
+                self._queued += len(data)
+                self._cond.notify_all()
+        if pause:
+            self._settle()  # a body larger than the window: its reader takes it from here
+            return pause
         return None
 
     def _finish(self, error: SegdlError | None) -> None:
@@ -184,6 +192,18 @@ class CurlBody:
                 self._error = error
             self._easy = None
             self._cond.notify_all()
+        self._settle()
+
+    def _settle(self) -> None:
+        """(loop) The transfer ended, or its body fills the window: tell `on_settled`, once."""
+        on_settled, self.on_settled = self.on_settled, None
+        if on_settled is not None:
+            on_settled(self)
+
+    @property
+    def in_memory(self) -> bool:
+        """The whole answer is here: the transfer ended without an error."""
+        return self._done and self._error is None and not self._closed
 
     def _resume(self) -> bool:
         """(loop) Whether a transfer paused for a full queue can take more now."""
@@ -329,10 +349,17 @@ class CurlLoop:
             self._wake_w.send(b"\0")
 
     def submit(
-        self, method: str, url: str, headers: Mapping[str, str], *, http_version: str
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        *,
+        http_version: str,
+        on_settled: Callable[[base.ResponseBody], None] | None = None,
     ) -> CurlBody:
         """Start a request; the returned body's `wait_headers()` waits for the answer."""
         body = CurlBody(self, url)
+        body.on_settled = on_settled
         self.call(self._start, body, method, url, dict(headers), http_version)
         return body
 
@@ -397,7 +424,11 @@ class CurlLoop:
                 pycurl.CURL_HTTP_VERSION_2_0 if version == "2" else pycurl.CURL_HTTP_VERSION_2TLS
             )
             easy.setopt(pycurl.HTTP_VERSION, wanted)
-            easy.setopt(pycurl.PIPEWAIT, 1)  # wait to multiplex on a connection being made
+            if url[:6].lower() == "https:":
+                # Wait for a connection being made to the host (its TLS handshake says
+                # whether it multiplexes) rather than open one more. Not on plain http:
+                # there libcurl would wait for a whole HTTP/1.1 answer to learn the same.
+                easy.setopt(pycurl.PIPEWAIT, 1)
         if options.verify is False:
             easy.setopt(pycurl.SSL_VERIFYPEER, 0)
             easy.setopt(pycurl.SSL_VERIFYHOST, 0)
@@ -413,7 +444,9 @@ class CurlLoop:
         easy = body._easy
         if easy is not None and body._resume():
             body.last_activity = time.monotonic()
-            easy.pause(pycurl.PAUSE_CONT)
+            # The reader may have closed it meanwhile: our write callback refuses the data.
+            with contextlib.suppress(pycurl.error):
+                easy.pause(pycurl.PAUSE_CONT)
 
     def cancel(self, body: CurlBody) -> None:
         easy = body._easy
@@ -669,13 +702,49 @@ class CurlTransport:
         except _ViaProxy:
             return self._bytes.request(method, url, extra_headers, lean=True)
 
+    def start_first(
+        self, url: str, on_settled: Callable[[base.ResponseBody], None]
+    ) -> CurlBody | None:
+        """Send a batch item's first GET (`bytes=0-`) without waiting for it: `on_settled`
+        is called from the loop thread once it ended or its body fills the window;
+        `open_first(url, started=body)` then checks it (and follows its redirects). None
+        when the request must go the blocking way (through a proxy)."""
+        if self._proxied(url):
+            return None
+        headers = user_headers(self.options, self.url, self._origin, url)
+        headers["Range"] = "bytes=0-"
+        return self.pool.loop.submit(
+            "GET", url, headers, http_version=self.options.http_version, on_settled=on_settled
+        )
+
     def _request(
-        self, method: str, url: str, extra_headers: Mapping[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        extra_headers: Mapping[str, str] | None = None,
+        *,
+        started: CurlBody | None = None,
     ) -> tuple[CurlBody, str]:
         seen = {url}
         current = url
         loop = self.pool.loop
         for _ in range(self.options.max_redirects + 1):
+            if started is not None:
+                body, started = started, None  # the first hop, sent by `start_first`
+                with self.pool.answered.requesting(current, _untranslated):
+                    try:
+                        body.wait_headers()
+                    except BaseException:
+                        body.close()
+                        raise
+                if body.protocol == "HTTP/2":
+                    self.pool.multiplexed.add(origin(current))
+                target = redirect_target(current, body, seen, self.options)
+                if target is None:
+                    return body, current
+                body.close()
+                current = target
+                continue
             if self._proxied(current):
                 raise _ViaProxy
             headers = user_headers(self.options, self.url, self._origin, current)
@@ -700,11 +769,17 @@ class CurlTransport:
         raise too_many_redirects(url, self.options)
 
     def open_first(
-        self, url: str, *, accept: tuple[str, ...] = ()
+        self,
+        url: str,
+        *,
+        accept: tuple[str, ...] = (),
+        started: base.ResponseBody | None = None,
     ) -> tuple[base.ResponseBody, str]:
-        """A batch item's GET of `bytes=0-` (see `RequestsTransport.open_first`)."""
+        """A batch item's GET of `bytes=0-` (see `RequestsTransport.open_first`); `started`:
+        the body `start_first` sent, checked here instead of a new request."""
+        assert started is None or isinstance(started, CurlBody)
         try:
-            body, final = self._request("GET", url, {"Range": "bytes=0-"})
+            body, final = self._request("GET", url, {"Range": "bytes=0-"}, started=started)
         except _ViaProxy:
             return self._bytes.open_first(url, accept=accept)
         try:

@@ -175,6 +175,7 @@ class RequestsBody:
         self.status = response.status_code
         self.length = length  # exact number of body bytes expected, None when unknown
         self.protocol = "HTTP/1.1"  # requests and http.client speak nothing else
+        self.in_memory = False  # read from the socket as it comes
         self.received = 0
         fp: Any = getattr(response.raw, "_fp", None)
         self._direct: Any = None
@@ -469,7 +470,19 @@ class RequestsTransport:
             raise
         return RequestsBody(response, stop - start)
 
-    def open_first(self, url: str, *, accept: tuple[str, ...] = ()) -> tuple[RequestsBody, str]:
+    def start_first(
+        self, url: str, on_settled: Callable[[base.ResponseBody], None]
+    ) -> base.ResponseBody | None:
+        """Blocking sockets cannot send without waiting: always `open_first`."""
+        return None
+
+    def open_first(
+        self,
+        url: str,
+        *,
+        accept: tuple[str, ...] = (),
+        started: base.ResponseBody | None = None,
+    ) -> tuple[RequestsBody, str]:
         """The first request of a batch item: a GET of `bytes=0-` that sizes the file and
         carries its body. Returns the checked body and the URL redirects led to.
 
