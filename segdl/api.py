@@ -54,6 +54,8 @@ def download(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -63,6 +65,9 @@ def download(
 ) -> Result:
     """Download `url` to `dest` (a file path) or into `directory` under the server's name.
 
+    `limit_rate` caps the bytes per second of every connection together, and
+    `limit_rate_per_host` those from each host (a number, or a text such as `"500K"` or
+    `"20M"`, with 1024 multiples); every connection keeps moving under a low limit.
     Raises a `segdl.SegdlError` subclass on failure; no file is ever left under the final
     name unless every byte arrived and checked out.
     """
@@ -114,6 +119,8 @@ def iter_download_many(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -133,7 +140,9 @@ def iter_download_many(
     once, each over up to `connections` connections, with at most `per_host` connections to
     one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
     skip finished items without a request (`journal` may also be the journal's path, or False
-    for none). Raises `Interrupted` when `cancel` is set (run it again to resume),
+    for none). `limit_rate` and `limit_rate_per_host` (as for `download`) hold for the whole
+    batch: every connection of every file shares them. Raises `Interrupted` when `cancel`
+    is set (run it again to resume),
     `DiskFullError` when the disk fills up (the batch stops there; run it again once there is
     room), and UsageError for bad options, before anything is fetched.
     """
@@ -168,6 +177,8 @@ def open(
     location_trusted: bool = False,
     allow_downgrade: bool = False,
     trust_env: bool = True,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
@@ -177,8 +188,9 @@ def open(
     At most `window` bytes are fetched ahead of the reader (memory stays within the window
     plus a piece per connection); `seek` works everywhere (without ranges, a seek back
     starts a plain GET again from byte 0). `checksum` and the server's digest are checked
-    when the end is read from the start in order. Close it (or use `with`) to stop every
-    connection. Errors derive from `segdl.SegdlError`.
+    when the end is read from the start in order. `limit_rate` and `limit_rate_per_host` are
+    `download`'s. Close it (or use `with`) to stop every connection. Errors derive from
+    `segdl.SegdlError`.
     """
     arguments = locals()
     check_url(url)

@@ -37,6 +37,7 @@ from ..core.clock import Clock, page_buffer
 from ..core.destination import NAME_ROOM, settle, taken
 from ..core.events import TransferListener
 from ..core.http import open_pool
+from ..core.limit import Throttle
 from ..core.naming import derive_filename
 from ..core.options import Options
 from ..core.probe import RemoteInfo
@@ -317,6 +318,7 @@ class Batch:
             monotonic=self.clock.monotonic,
         )
         self.pool = open_pool(options, hosts=16)
+        self.throttle = Throttle.of(options, self.clock.monotonic)  # every file's speed limits
         self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
         # Results not consumed yet hold back the threads beyond a few: a caller that stops
@@ -555,6 +557,7 @@ class Batch:
                 cancel=self.cancel,
                 clock=self.clock,
                 scheduler=self.scheduler,
+                throttle=self.throttle,
             )
             if item.retry is not None:
                 engine.retry = item.retry  # the retries left when its host paused it

@@ -43,6 +43,8 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         "allow_downgrade": args.allow_downgrade,
         "trust_env": not args.no_proxy_env,
         "direct_io": not args.no_direct_io,
+        "limit_rate": args.limit_rate,
+        "limit_rate_per_host": args.limit_rate_per_host,
     }
 
 
