@@ -16,7 +16,8 @@ below (tests/test_layers.py keeps it so):
   RetryPolicy), `http/` (the transport: requests, and kept-alive http.client connections in
   `lean.py`, through a proxy by `tunnel.py`), `fetch.py` (THE seam every request goes
   through: slot, request, retries, 429 reports, stop), `scheduler.py` (slots per host and in
-  all, the shared range workers), `probe.py`, `plan.py`, `job.py` (a file's ranges), `sink.py`
+  all, the shared range workers), `limit.py` (speed limits: the token buckets every body read
+  is metered by), `probe.py`, `plan.py`, `job.py` (a file's ranges), `sink.py`
   (the .part file, pwrite, O_DIRECT), `control.py` and `state.py` (resume), `verify.py`,
   `naming.py`, `destination.py` (what stands at a path, if-exists), `events.py` (listeners),
   `clock.py`, `units.py`;

@@ -60,6 +60,8 @@ def download(
     streams: int = Options.streams,
     proxy: str | None = None,
     noproxy: str | Iterable[str] | None = None,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -72,6 +74,9 @@ def download(
 ) -> Result:
     """Download `url` to `dest` (a file path) or into `directory` under the server's name.
 
+    `limit_rate` caps the bytes per second of every connection together, and
+    `limit_rate_per_host` those from each host (a number, or a text such as `"500K"` or
+    `"20M"`, with 1024 multiples); every connection keeps moving under a low limit.
     Raises a `segdl.SegdlError` subclass on failure; no file is ever left under the final
     name unless every byte arrived and checked out.
 
@@ -135,6 +140,8 @@ def iter_download_many(
     streams: int = Options.streams,
     proxy: str | None = None,
     noproxy: str | Iterable[str] | None = None,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -159,7 +166,9 @@ def iter_download_many(
     once, each over up to `connections` connections, with at most `per_host` connections to
     one host and `max_connections` in all. A journal in `directory/.segdl/` makes a re-run
     skip finished items without a request (`journal` may also be the journal's path, or False
-    for none). Raises `Interrupted` when `cancel` is set (run it again to resume),
+    for none). `limit_rate` and `limit_rate_per_host` (as for `download`) hold for the whole
+    batch: every connection of every file shares them. Raises `Interrupted` when `cancel`
+    is set (run it again to resume),
     `DiskFullError` when the disk fills up (the batch stops there; run it again once there is
     room), and UsageError for bad options, before anything is fetched.
 
@@ -222,6 +231,8 @@ def open(
     load_cookies: str | os.PathLike[str] | None = None,
     proxy: str | None = None,
     noproxy: str | Iterable[str] | None = None,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     listener: TransferListener | None = None,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
@@ -231,8 +242,9 @@ def open(
     At most `window` bytes are fetched ahead of the reader (memory stays within the window
     plus a piece per connection); `seek` works everywhere (without ranges, a seek back
     starts a plain GET again from byte 0). `checksum` and the server's digest are checked
-    when the end is read from the start in order. Close it (or use `with`) to stop every
-    connection. Errors derive from `segdl.SegdlError`.
+    when the end is read from the start in order. `limit_rate` and `limit_rate_per_host` are
+    `download`'s. Close it (or use `with`) to stop every connection. Errors derive from
+    `segdl.SegdlError`.
     """
     arguments = locals()
     check_url(url)

@@ -28,6 +28,7 @@ from .core.events import StartInfo, TransferListener
 from .core.fetch import Attempts, Fetcher, Requeue, Retired, Stop
 from .core.http import ResponseBody, Transport, open_transport
 from .core.job import FileRanges, Segment
+from .core.limit import ReadInto, Throttle
 from .core.options import Options
 from .core.probe import RemoteInfo, info_from_first, probe_remote
 from .core.retry import RetryPolicy
@@ -68,11 +69,13 @@ def download_file(
     *,
     cancel: threading.Event | None = None,
     clock: Clock | None = None,
+    throttle: Throttle | None = None,
 ) -> Result:
     """One file from `url` to `target`, its if-exists policy applied once the first answer
-    names it: what `segdl.download` runs, and what an archive downloaded first runs."""
+    names it: what `segdl.download` runs, and what an archive downloaded first runs (under
+    the archive's `throttle`)."""
     transport = open_transport(url, options)
-    engine = Engine(transport, options, listener, cancel=cancel, clock=clock)
+    engine = Engine(transport, options, listener, cancel=cancel, clock=clock, throttle=throttle)
     try:
         info = engine.probe(url)
         wanted = target.path(info)
@@ -132,6 +135,7 @@ class Engine:
         cancel: threading.Event | None = None,
         clock: Clock | None = None,
         scheduler: Scheduler | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.transport = transport
         self.options = options
@@ -146,6 +150,8 @@ class Engine:
             monotonic=self.clock.monotonic,
         )
         self.fetcher = Fetcher(self.scheduler, self.clock, cancel=self.cancel)
+        # The speed limits, shared like the scheduler by every file of a run.
+        self.throttle = throttle or Throttle.of(options, self.clock.monotonic)
         # Set when the current job must stop (an error, or the caller's cancel); new per job.
         self._halt = threading.Event()
         self.retry = RetryPolicy(total=options.retries)
@@ -378,7 +384,10 @@ class Engine:
             max_workers=workers,
             min_split=self.options.min_split,
             work=work,
-            stealable=stealable,
+            # Under a speed limit no range is stolen: the thief would fetch again what is
+            # already on its way in the victim's socket (and paid for once by the limit), and
+            # the connections share one rate anyway.
+            stealable=stealable and not self.throttle.limited,
             on_release=self.scheduler.wake,
         )
         self._halt = job.halt
@@ -476,7 +485,8 @@ class Engine:
                     job.streaming += 1
                     seg.opened(self.clock.monotonic())
                 try:
-                    self._pump(seg, body, buffer, job.part)
+                    with self.throttle.reading(job.host, body.readinto, tries.pause) as read:
+                        self._pump(seg, read, buffer, job.part)
                     if seg.pos >= stop and not first:
                         body.check_no_more()
                 except NetworkError as exc:
@@ -490,10 +500,11 @@ class Engine:
             if body is not None:
                 body.close()  # the first answer, open when the stop came
 
-    def _pump(self, seg: Segment, body: ResponseBody, buffer: memoryview, part: PartFile) -> None:
+    def _pump(self, seg: Segment, read: ReadInto, buffer: memoryview, part: PartFile) -> None:
         # The hot loop: reads fill the reused buffer, and one positional write empties it when
         # it is full, at the end of the range, when its oldest byte is one save interval old
         # (so a crash loses no more than that) and before any error or stop goes on up.
+        # `read` is the body's `readinto` (metered under a speed limit).
         size = len(buffer)
         # The cancel too: a batch driver streams its file's first range here, and no one sets
         # the job's halt while it does.
@@ -510,7 +521,7 @@ class Engine:
                     return
                 # Until the position is block-aligned, fill only up to the next block boundary.
                 limit = size if pos % ALIGN == 0 else ALIGN - pos % ALIGN
-                n = body.readinto(buffer[fill : fill + min(limit - fill, want)])
+                n = read(buffer[fill : fill + min(limit - fill, want)])
                 if n == 0:
                     raise TruncatedError(f"body ended early at byte {pos + fill}")
                 if fill == 0:
@@ -618,7 +629,8 @@ class Engine:
                 try:
                     with job.lock:
                         job.streaming += 1
-                    self._pump_stream(seg, body, buffer, job.part, info.size)
+                    with self.throttle.reading(job.host, body.readinto, tries.pause) as read:
+                        self._pump_stream(seg, read, buffer, job.part, info.size)
                     seg.stop = seg.pos  # a stream of unknown length is complete where it ended
                     return
                 except NetworkError as exc:
@@ -633,13 +645,13 @@ class Engine:
                 body.close()  # the first answer, open when the stop came, or a changed one
 
     def _pump_stream(
-        self, seg: Segment, body: ResponseBody, buffer: memoryview, part: PartFile, size: int | None
+        self, seg: Segment, read: ReadInto, buffer: memoryview, part: PartFile, size: int | None
     ) -> None:
         halt, cancel = self._halt, self.cancel  # a batch driver streams here: it sees the cancel
         fetched = 0
         try:
             while True:
-                n = body.readinto(buffer)
+                n = read(buffer)
                 if n == 0:
                     break
                 if halt.is_set() or cancel.is_set():

@@ -29,6 +29,7 @@ from .core.clock import Clock
 from .core.events import StartInfo, TransferListener
 from .core.fetch import Attempts, Fetcher, Stop
 from .core.http import ResponseBody, Transport
+from .core.limit import Meter, ReadInto, Throttle
 from .core.options import Options
 from .core.probe import RemoteInfo, probe_remote
 from .core.retry import RetryPolicy
@@ -118,6 +119,7 @@ class _StreamJob:
         *,
         window: int,
         start: int,
+        throttle: Throttle,
     ) -> None:
         self.transport = transport
         self.info = info
@@ -126,6 +128,7 @@ class _StreamJob:
         self.scheduler = scheduler
         self.clock = clock
         self.fetcher = Fetcher(scheduler, clock)
+        self.throttle = throttle
         self.window = window
         self.piece = piece_size(window, options.connections, info.size)
         self.host = origin(info.final_url)
@@ -251,6 +254,8 @@ class _StreamJob:
 
     def _hedge_candidate(self, now: float) -> _Piece | None:
         """The piece the reader waits for, when it lags far behind what a piece takes."""
+        if self.throttle.limited:
+            return None  # a second copy would only share the limit with the first
         head = self.pieces.get(self.pos // self.piece)
         if head is None or head.state != _FETCHING or head.hedged or not self._durations:
             return None
@@ -295,17 +300,20 @@ class _StreamJob:
                     self.bodies.add(body)
                 before = got
                 try:
-                    while got < length:
-                        n = body.readinto(view[got:])
-                        if n == 0:
-                            raise TruncatedError(f"body ended early at byte {piece.start + got}")
-                        got += n
-                        if not claim.hedge:
-                            piece.filled = got
-                            if piece.index == self.pos // self.piece:
-                                with self.lock:  # the reader waits for these very bytes
-                                    self.arrived.notify_all()
-                        self._check_wanted(piece)
+                    with self.throttle.reading(self.host, body.readinto, tries.pause) as read:
+                        while got < length:
+                            n = read(view[got:])
+                            if n == 0:
+                                raise TruncatedError(
+                                    f"body ended early at byte {piece.start + got}"
+                                )
+                            got += n
+                            if not claim.hedge:
+                                piece.filled = got
+                                if piece.index == self.pos // self.piece:
+                                    with self.lock:  # the reader waits for these very bytes
+                                        self.arrived.notify_all()
+                            self._check_wanted(piece)
                     body.check_no_more()
                 except NetworkError as exc:
                     tries.failed(exc, progressed=got > before)
@@ -381,6 +389,7 @@ class RemoteFile(io.RawIOBase):
         scheduler: Scheduler | None = None,
         listener: TransferListener | None = None,
         clock: Clock | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         super().__init__()
         self.transport = transport
@@ -395,11 +404,22 @@ class RemoteFile(io.RawIOBase):
             per_host=options.connections,
             monotonic=self.clock.monotonic,
         )
+        # The speed limits: the run's (an archive's streams share one), else the stream's own.
+        throttle = throttle or Throttle.of(options, self.clock.monotonic)
         self._job = _StreamJob(
-            transport, info, options, self.scheduler, self.clock, window=max(window, 1), start=start
+            transport,
+            info,
+            options,
+            self.scheduler,
+            self.clock,
+            window=max(window, 1),
+            start=start,
+            throttle=throttle,
         )
         self._ranges = False  # the job is the scheduler's: its workers fetch the pieces
         self._single: ResponseBody | None = None
+        self._single_read: ReadInto | None = None  # its readinto, metered under a limit
+        self._single_meter: Meter | None = None
         self._single_pos = 0  # the byte the plain stream gives next
         self._checks = [c for c in (options.checksum, server_digest(info.digest)) if c]
         self._hashers = [(c, hashlib.new(c.algorithm)) for c in self._checks]
@@ -565,8 +585,8 @@ class RemoteFile(io.RawIOBase):
         """No ranges: one plain GET, read in this thread (no reordering to do)."""
         if not self._single_to(self._job.pos):
             return 0
-        assert self._single is not None
-        n = self._single.readinto(view)
+        assert self._single_read is not None
+        n = self._single_read(view)
         if not n:
             self._single_ended()
         self._single_pos += n
@@ -585,13 +605,14 @@ class RemoteFile(io.RawIOBase):
             self._close_single()
         if self._single is None:
             self._open_single()
-        assert self._single is not None
+        read = self._single_read
+        assert read is not None
         scratch: memoryview | None = None
         while target is None or self._single_pos < target:
             if scratch is None:
                 scratch = memoryview(bytearray(1 << 20))
             left = len(scratch) if target is None else min(target - self._single_pos, len(scratch))
-            n = self._single.readinto(scratch[:left])
+            n = read(scratch[:left])
             if not n:
                 self._single_ended()
                 return False
@@ -622,9 +643,15 @@ class RemoteFile(io.RawIOBase):
                 f"the server now announces {body.length} bytes instead of {self.size}"
             )
         self._single, self._single_pos = body, 0
+        self._single_meter = self._job.throttle.meter(self._job.host, body.readinto, tries.pause)
+        self._single_read = body.readinto if self._single_meter is None else self._single_meter.read
 
     def _close_single(self) -> None:
         body, self._single = self._single, None
+        meter, self._single_meter = self._single_meter, None
+        self._single_read = None
+        if meter is not None:
+            meter.close()
         if body is not None:
             body.close()
 

@@ -5,15 +5,19 @@ This module is the oracle for the download tests, so it imports nothing from ``s
 Server
 ------
 ``RangeHTTPServer(host="127.0.0.1", port=0, *, threaded=True, ssl_context=None,
-keep_alive=False)`` is a pytest-httpserver ``HTTPServer`` (werkzeug dev server, one thread per
-connection) with these changes: ``stop()`` first sets ``stopping`` so that throttled, stalled
-or delayed responses end within 50 ms, and shuts down the reading side of every open client
-connection, so that a thread waiting for a request (an idle keep-alive connection, or a client
-that connected and sent nothing) ends at once while a response being written is not cut by
-this; it then waits, at most 2 s in all, for every response still being sent and every
-connection thread.  The accept loop polls every 20 ms, so stopping is quick.  The server keeps
-the ``ServedFile`` objects registered on it (``files``), numbers its TCP connections and keeps
-server-wide statistics (below).  One server is one host:port.
+keep_alive=False, send_buffer=None)`` is a pytest-httpserver ``HTTPServer`` (werkzeug dev
+server, one thread per connection) with these changes: ``send_buffer`` sets ``SO_SNDBUF`` on
+every accepted connection (None: the kernel's own, which on loopback grows to megabytes, so
+that a body is "sent" long before the client reads it; a small one makes the ``sends`` times of
+each ``RequestRecord`` follow the client's reads closely, e.g. to measure a speed limit);
+``stop()`` first sets ``stopping`` so that throttled, stalled or delayed responses end within
+50 ms, and shuts down the reading side of every open client connection, so that a thread
+waiting for a request (an idle keep-alive connection, or a client that connected and sent
+nothing) ends at once while a response being written is not cut by this; it then waits, at most
+2 s in all, for every response still being sent and every connection thread. The accept loop
+polls every 20 ms, so stopping is quick. The server keeps the ``ServedFile`` objects registered
+on it (``files``), numbers its TCP connections and keeps server-wide statistics (below). One
+server is one host:port.
 
 Fixtures in ``conftest.py``, each a started server on an ephemeral port, stopped at teardown,
 after which what handler threads reported is re-raised (``check_assertions()`` and
@@ -101,9 +105,11 @@ case-insensitive), ``range_header``, ``if_range``, ``if_match``, ``ranges`` (see
 counted), ``truncated`` (the server cut the connection before the end of the body: fault or
 shutdown), ``client_gone`` (writing failed), ``finished``, ``connection_id`` (see above),
 ``arrived`` (``time.monotonic()`` when the request arrived, before ``request_hook`` and
-``delay_headers``; e.g. to check a client's backoff after a 429).  ``body_bytes`` is counted as
-chunks are written, so it is exact as soon as the client has read them; ``finished`` may lag
-slightly behind the client: use ``wait_idle()``.
+``delay_headers``; e.g. to check a client's backoff after a 429), ``sends`` (one
+``(time.monotonic(), n)`` per body chunk, taken once its write to the socket returned: the
+bytes sent over time, e.g. to measure a client's speed limit from the server's side).
+``body_bytes`` is counted as chunks are written, so it is exact as soon as the client has read
+them; ``finished`` may lag slightly behind the client: use ``wait_idle()``.
 
 Range semantics (RFC 9110 section 14)
 -------------------------------------
@@ -304,6 +310,7 @@ class RequestRecord:
     finished: bool = False
     connection_id: int = 0
     arrived: float = 0.0
+    sends: list[tuple[float, int]] = field(default_factory=list)
 
 
 # --- pure helpers --------------------------------------------------------------------------
@@ -573,11 +580,13 @@ class RangeHTTPServer(HTTPServer):
         threaded: bool = True,
         ssl_context: ssl.SSLContext | None = None,
         keep_alive: bool = False,
+        send_buffer: int | None = None,
     ) -> None:
         if keep_alive and not threaded:
             raise ValueError("keep_alive=True needs threaded=True")
         super().__init__(host=host, port=port, threaded=threaded, ssl_context=ssl_context)
         self.keep_alive = keep_alive
+        self.send_buffer = send_buffer
         self.stopping = threading.Event()
         self.files: list[ServedFile] = []
         self._stats = threading.Condition()
@@ -673,6 +682,8 @@ class RangeHTTPServer(HTTPServer):
         return all(served.wait_idle(max(0.0, deadline - time.monotonic())) for served in self.files)
 
     def _connection_opened(self, sock: socket.socket) -> int:
+        if self.send_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
         with self._stats:
             self._last_connection_id += 1
             connection_id = self._last_connection_id
@@ -835,6 +846,7 @@ class _Body:
                     self._count(-n)
                     self._record.client_gone = True
                     raise
+                self._record.sends.append((time.monotonic(), n))  # written: werkzeug asks on
                 pos += n
                 if rate is not None and pos < limit and not self._sleep_until(t0 + pos / rate):
                     self._abort()

@@ -303,7 +303,7 @@ def pump(
     seg = Segment(start, start, start + len(data))
     view = memoryview(mmap.mmap(-1, buffer))
     with contextlib.suppress(NetworkError):
-        engine._pump(seg, body, view, part)  # type: ignore[arg-type]
+        engine._pump(seg, body.readinto, view, part)
     return part, seg, engine
 
 

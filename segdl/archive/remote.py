@@ -46,6 +46,7 @@ from ..core.destination import Target, taken
 from ..core.events import StartInfo, TransferListener
 from ..core.fetch import Fetcher
 from ..core.http import Transport, open_transport
+from ..core.limit import Throttle, Wait
 from ..core.options import Options, options_from
 from ..core.probe import RemoteInfo, probe_remote
 from ..core.retry import RetryPolicy
@@ -125,6 +126,8 @@ def extract(
     load_cookies: str | os.PathLike[str] | None = None,
     proxy: str | None = None,
     noproxy: str | Iterable[str] | None = None,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
 ) -> RemoteExtractResult:
     """Download the archive at `url` and extract it into `directory` (created if needed).
 
@@ -272,6 +275,7 @@ class _Job:
         self.overwrite: Overwrite = plan.overwrite
         self.info: RemoteInfo | None = None
         self.already = False
+        self.throttle = Throttle.of(options)  # shared by every read of the archive
 
     def run(self) -> RemoteExtractResult:
         transport = open_transport(self.url, self.options)
@@ -317,7 +321,7 @@ class _Job:
             if not self.plan.overwrite:  # some are missing: what it wrote may be replaced
                 self.overwrite = frozenset(path for path, _ in previous.paths)
         if info.segmentable and info.size:
-            meta = _Ranges(self.fetcher, transport, info, self._policy())
+            meta = _Ranges(self.fetcher, transport, info, self._policy(), self.throttle)
             try:
                 head = meta(0, min(DETECT_SIZE, info.size))
             except RangeIgnoredError:
@@ -363,6 +367,7 @@ class _Job:
                 window=window,
                 start=start,
                 listener=listener or self.plan.listener,
+                throttle=self.throttle,
             )
         except BaseException:
             transport.close()
@@ -440,6 +445,7 @@ class _Job:
                 Target(target, None),
                 replace(self.options, if_exists=if_exists),
                 plan.listener,
+                throttle=self.throttle,
             )
             self.downloaded = result.fetched
             if folder is None:
@@ -534,10 +540,16 @@ class _Ranges:
     request each, retried as the engine retries (failures without progress)."""
 
     def __init__(
-        self, fetcher: Fetcher, transport: Transport, info: RemoteInfo, policy: RetryPolicy
+        self,
+        fetcher: Fetcher,
+        transport: Transport,
+        info: RemoteInfo,
+        policy: RetryPolicy,
+        throttle: Throttle,
     ) -> None:
         assert info.size is not None
         self.fetcher = fetcher
+        self.throttle = throttle
         self.transport = transport
         self.info = info
         self.size = info.size
@@ -557,22 +569,24 @@ class _Ranges:
                 self.whole = data
             return data
         tries = self.fetcher.attempts(origin(self.info.final_url), self.policy)
-        data = tries.call(lambda: self._get(offset, stop))
+        data = tries.call(lambda: self._get(offset, stop, tries.pause))
         self._last = (offset, data)
         if offset == 0 and stop == self.size:
             self.whole = data
         return data
 
-    def _get(self, start: int, stop: int) -> bytes:
+    def _get(self, start: int, stop: int, wait: Wait) -> bytes:
+        url = self.info.final_url
         body = self.transport.open_range(
-            self.info.final_url, start, stop, total=self.size, validators=self.info.validators
+            url, start, stop, total=self.size, validators=self.info.validators
         )
         buf = bytearray(stop - start)
         view = memoryview(buf)
         got = 0
         try:
-            while got < len(buf):
-                got += body.readinto(view[got:])  # raises TruncatedError on a short body
+            with self.throttle.reading(origin(url), body.readinto, wait) as read:
+                while got < len(buf):
+                    got += read(view[got:])  # raises TruncatedError on a short body
         finally:
             body.close()
             self.fetched += got

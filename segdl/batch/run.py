@@ -38,6 +38,7 @@ from ..core.destination import NAME_ROOM, settle, taken
 from ..core.events import TransferListener
 from ..core.fetch import giver
 from ..core.http import ResponseBody, Transport, open_pool, uses_curl
+from ..core.limit import Throttle
 from ..core.naming import derive_filename
 from ..core.options import Options
 from ..core.probe import RemoteInfo
@@ -419,6 +420,7 @@ class Batch:
         # came (a small file); the others go to a few item drivers (see `_drive_flights`).
         self._flights = uses_curl(options)
         self._wake = threading.Event()  # the flights driver's: an answer settled, items came
+        self.throttle = Throttle.of(options, self.clock.monotonic)  # every file's speed limits
         self._stop = threading.Event()  # set on cancel, an error, or when the caller stops
         self._results: queue.Queue[ItemResult | None] = queue.Queue()
         # Results not consumed yet hold back the threads beyond a few: a caller that stops
@@ -846,6 +848,7 @@ class Batch:
                 cancel=self.cancel,
                 clock=self.clock,
                 scheduler=self.scheduler,
+                throttle=self.throttle,
             )
             if item.retry is not None:
                 engine.retry = item.retry  # the retries left when its host paused it

@@ -38,7 +38,7 @@ from typing import IO, Any, NoReturn
 from urllib.parse import urlsplit
 
 from ..api import Listener, download
-from ..core.options import MAX_CONNECTIONS, parse_size
+from ..core.options import MAX_CONNECTIONS, parse_rate, parse_size
 from ..core.sink import destination_error
 from ..core.urls import check_url
 from ..errors import IntegrityError, Interrupted, SegdlError, UsageError
@@ -490,6 +490,8 @@ def run_bench(
     timeout: float = 30.0,
     retries: int = 5,
     trust_env: bool = True,
+    limit_rate: int | None = None,
+    limit_rate_per_host: int | None = None,
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[Row]:
@@ -498,7 +500,9 @@ def run_bench(
     Counts run in increasing order; speed-ups are relative to the smallest. Files go to a
     private temporary directory (inside `directory` if given), are verified — against
     `expected_sha256` when given, else every run must produce the same size and sha256 — and
-    deleted; the directory is removed even on failure. Raises `UsageError` on bad arguments,
+    deleted; the directory is removed even on failure. `limit_rate` and
+    `limit_rate_per_host` are `segdl.download`'s speed limits, applied to every run.
+    Raises `UsageError` on bad arguments,
     `IntegrityError` when a file does not verify, and what `segdl.download` raises.
     """
     counts = sorted(set(connections))
@@ -535,6 +539,8 @@ def run_bench(
                     resume=False,  # every run starts from zero
                     if_exists="overwrite",
                     trust_env=trust_env,
+                    limit_rate=limit_rate,
+                    limit_rate_per_host=limit_rate_per_host,
                     listener=_Forward(report, n, run, repeat),
                     cancel=cancel,
                 )
@@ -640,6 +646,13 @@ def _size_arg(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return convert
 
 
+def _rate_arg(text: str) -> int:
+    try:
+        return parse_rate(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="segdl bench",
@@ -677,6 +690,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RATE",
         help="embedded server only: bytes/s per connection, with K/M/G suffixes; "
         "0 for no cap (default 8M)",
+    )
+    parser.add_argument(
+        "--limit-rate",
+        type=_rate_arg,
+        metavar="RATE",
+        help="segdl's speed limit for each run, bytes/s in all (as segdl --limit-rate)",
+    )
+    parser.add_argument(
+        "--limit-rate-per-host",
+        type=_rate_arg,
+        metavar="RATE",
+        help="segdl's speed limit for each run, bytes/s from each host",
     )
     parser.add_argument(
         "-k",
@@ -837,6 +862,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_split=args.min_split,
             # The loopback server must not be reached through a proxy from the environment.
             trust_env=server is None,
+            limit_rate=args.limit_rate,
+            limit_rate_per_host=args.limit_rate_per_host,
             progress=printer,
         )
         printer.best(rows)

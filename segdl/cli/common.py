@@ -10,7 +10,7 @@ from typing import IO, NoReturn, Protocol
 
 from ..api import Listener
 from ..core.cookies import Cookies, load_cookie_file, parse_cookie_string
-from ..core.options import MAX_CONNECTIONS, parse_accept, parse_header, parse_size
+from ..core.options import MAX_CONNECTIONS, parse_accept, parse_header, parse_rate, parse_size
 from ..core.units import human_size, plural
 from ..core.verify import Checksum, read_checksums
 from ..errors import UsageError
@@ -53,6 +53,13 @@ def arg_size(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1 byte")
     return value
+
+
+def arg_rate(text: str) -> int:
+    try:
+        return parse_rate(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def arg_header(text: str) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from .common import (
     arg_count,
     arg_header,
     arg_positive,
+    arg_rate,
     arg_seconds,
     arg_size,
 )
@@ -223,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOSTS",
         help="comma-separated hosts, domains (with their subdomains), IP addresses or CIDR "
         "blocks, each with an optional :port, reached without a proxy; '*' for all",
+    )
+    parser.add_argument(
+        "--limit-rate",
+        type=arg_rate,
+        metavar="RATE",
+        help="at most RATE bytes per second in all, every connection and file together "
+        "(K/M/G suffixes, 1024 multiples, e.g. 500K, 20M)",
+    )
+    parser.add_argument(
+        "--limit-rate-per-host",
+        type=arg_rate,
+        metavar="RATE",
+        help="at most RATE bytes per second from each host",
     )
     batch = parser.add_argument_group("batches (several URLs, or -i)")
     batch.add_argument(

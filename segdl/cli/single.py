@@ -56,6 +56,8 @@ def common_options(args: argparse.Namespace, verify: bool | str) -> dict[str, ob
         # Identity (issue 19): -b strings and --load-cookies, parsed already, in one set.
         "user_agent": args.user_agent,
         "cookies": sum(args.cookie, NO_COOKIES) + (args.load_cookies or NO_COOKIES),
+        "limit_rate": args.limit_rate,
+        "limit_rate_per_host": args.limit_rate_per_host,
     }
 
 

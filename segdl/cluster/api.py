@@ -54,6 +54,8 @@ def iter_download_cluster(
     streams: int = Options.streams,
     proxy: str | None = None,
     noproxy: str | Iterable[str] | None = None,
+    limit_rate: int | str | None = None,
+    limit_rate_per_host: int | str | None = None,
     direct_io: bool = True,
     buffer_size: int = Options.buffer_size,
     save_interval: float = Options.save_interval,
@@ -69,7 +71,8 @@ def iter_download_cluster(
 
     Give the cluster as `dask` (`"local:N"` or a scheduler address), `scheduler_file`, or an
     open `distributed.Client` as `client`. `jobs`, `connections` and `max_connections` apply
-    to each shard (each worker thread runs one); `per_host` holds for the whole cluster.
+    to each shard (each worker thread runs one), as do `limit_rate` and `limit_rate_per_host`;
+    `per_host` holds for the whole cluster.
     Results stream out as shards finish. A re-run skips finished shards without a request.
     Raises UsageError before anything is fetched, ClusterError when the cluster cannot run
     the batch, Interrupted on `cancel`.

@@ -168,6 +168,11 @@ class Attempts:
         )
         self.check()
 
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` (a speed limit's turn); raises Stop when stopped before its end."""
+        self._sleep(seconds)
+        self.check()
+
     # -- inside -----------------------------------------------------------------------------
     def _send(
         self, send: Callable[[], T], retire: Callable[[SegdlError], bool] | None

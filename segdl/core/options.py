@@ -33,6 +33,20 @@ def parse_size(text: str) -> int:
     return int(number * (1 << (10 * " KMGT".index(unit or " "))))
 
 
+def parse_rate(text: str) -> int:
+    """A speed limit: `parse_size`'s forms (`500K`, `20M`, `1.5G`), in bytes per second, at
+    least 1; raises UsageError."""
+    try:
+        rate = parse_size(text)
+    except UsageError:
+        raise UsageError(
+            f"invalid rate {text!r} (bytes per second, with an optional K, M or G suffix)"
+        ) from None
+    if rate < 1:
+        raise UsageError(f"invalid rate {text!r} (must be at least 1 byte per second)")
+    return rate
+
+
 def parse_header(text: str) -> tuple[str, str]:
     """`'Name: value'` -> (name, value); raises UsageError."""
     name, sep, value = text.partition(":")
@@ -89,6 +103,9 @@ class Options:
     # rules); without it, the environment's when trust_env. Text is parsed on creation.
     proxy: ProxyURL | None = None
     noproxy: tuple[str, ...] = ()
+    # Speed limits, bytes per second (None: none): every byte of the run, and each host's.
+    limit_rate: int | None = None
+    limit_rate_per_host: int | None = None
 
     def __post_init__(self) -> None:
         if self.transport not in TRANSPORTS:
@@ -127,6 +144,10 @@ class Options:
             raise UsageError("save interval must be positive")
         if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n\0"):
             raise UsageError("the user agent must be a non-empty line")
+        for name in ("limit_rate", "limit_rate_per_host"):
+            rate = getattr(self, name)
+            if rate is not None and (type(rate) is not int or rate < 1):
+                raise UsageError(f"{name} must be a whole number of bytes per second, at least 1")
 
 
 def parse_accept(text: str) -> tuple[str, ...]:
@@ -146,7 +167,9 @@ def options_from(arguments: Mapping[str, Any], **overrides: Any) -> Options:
     (a URL, a listener) are left alone; `overrides` win. `headers` may be a mapping or
     pairs, `checksum` an `ALGO=HEX` string, `accept` a comma-separated text or patterns,
     `verify` a CA file that must exist, `cookies` a `'name=value; ...'` string (for the
-    origin of the URL given) and `load_cookies` a Netscape cookie file, added to them."""
+    origin of the URL given) and `load_cookies` a Netscape cookie file, added to them,
+    `limit_rate` and `limit_rate_per_host` a number of bytes per second or a text such as
+    `"20M"`."""
     given = {k: v for k, v in arguments.items() if k in _FIELDS} | overrides
     cookies = given.get("cookies")
     if isinstance(cookies, str):
@@ -167,6 +190,9 @@ def options_from(arguments: Mapping[str, Any], **overrides: Any) -> Options:
     given["headers"] = tuple(headers.items() if isinstance(headers, Mapping) else headers or ())
     accept: str | Iterable[str] | None = given.get("accept")
     given["accept"] = parse_accept(accept if isinstance(accept, str) else ",".join(accept or ()))
+    for name in ("limit_rate", "limit_rate_per_host"):
+        if isinstance(given.get(name), str):
+            given[name] = parse_rate(given[name])
     return Options(**given)
 
 
