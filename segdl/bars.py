@@ -14,9 +14,10 @@ import threading
 from collections.abc import MutableMapping
 from typing import IO, Any
 
-from .batch.results import BatchListener
+from .batch.results import BatchListener, ItemResult
 from .core.events import StartInfo, TransferListener
-from .core.units import human_size
+from .core.units import human_size, plural
+from .core.urls import Origin, origin
 from .core.verify import Checksum
 
 
@@ -78,7 +79,11 @@ class TqdmListener(TransferListener):
         bar.update(done - bar.n)
 
     def postfix(self, connections: int) -> str:
-        """What the bar shows after the rate (a subclass may show more)."""
+        """What the bar shows after the rate (a subclass may show more): the connections,
+        and the HTTP version when it is not HTTP/1.1."""
+        info = self._info
+        if info is not None and info.protocol not in (None, "HTTP/1.1"):
+            return f"{connections} conn, {info.protocol}"
         return f"{connections} conn"
 
     def warning(self, message: str) -> None:
@@ -146,10 +151,15 @@ class TqdmBatchListener(BatchListener):
         self._file = file
         self._args = tqdm_args
         self._bar: Any = None
+        self._multiplexed: set[Origin] = set()  # hosts whose answers came over HTTP/2
         self._loader = threading.Thread(
             target=importlib.import_module, args=("tqdm",), name="segdl-tqdm", daemon=True
         )
         self._loader.start()
+
+    def item_done(self, result: ItemResult) -> None:
+        if result.protocol == "HTTP/2" and len(self._multiplexed) < 10_000:
+            self._multiplexed.add(origin(result.url))
 
     def batch_progress(
         self, items: int, total: int | None, done: int, failed: int, connections: int
@@ -171,9 +181,10 @@ class TqdmBatchListener(BatchListener):
         bar = self._bar
         if total != bar.total:
             bar.total = total
-        bar.set_postfix_str(
-            f"{human_size(done)}, {failed} failed, {connections} active", refresh=False
-        )
+        postfix = f"{human_size(done)}, {failed} failed, {connections} active"
+        if self._multiplexed:
+            postfix += f", HTTP/2: {plural(len(self._multiplexed), 'host')}"
+        bar.set_postfix_str(postfix, refresh=False)
         bar.update(items - bar.n)
 
     def warning(self, message: str) -> None:

@@ -88,17 +88,17 @@ def nginx_h2_capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NginxS
 
 
 # Modules whose every test runs once per transport (`SEGDL_TRANSPORT`): the behaviour of
-# requests, redirects, TLS, ranges, resume, faults and batches must not depend on which one
-# sends. The rest of the suite runs on the default ("auto": libcurl where pycurl imports).
+# requests, redirects, TLS, ranges, faults, batches, cookies and proxies must not depend on
+# which one sends. The rest of the suite runs on the default ("auto": libcurl where pycurl
+# imports); streams and resume go over the same socket path on both (only their probe
+# differs), so they run once.
 BOTH_TRANSPORTS = frozenset(
     {
         "test_download",
         "test_hostile",
         "test_faults",
         "test_fail_fast",
-        "test_resume",
         "test_batch",
-        "test_stream",
         "test_cookies",
         "test_proxies",
     }

@@ -3,6 +3,7 @@ warnings reach the user whether or not the bar is up yet."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -16,7 +17,7 @@ from rangeserver import RangeHTTPServer, serve_file
 
 import segdl
 from segdl.api import Listener
-from segdl.bars import TqdmListener, binary_fields
+from segdl.bars import TqdmBatchListener, TqdmListener, binary_fields
 from segdl.batch.results import ItemResult
 from segdl.cli.batch import run_batch_command
 from segdl.cli.common import summary
@@ -207,3 +208,27 @@ def test_ctrl_c_in_a_batch_closes_the_bar_before_the_message() -> None:
     assert run_batch_command(args, err, interrupted) == 130
     assert "2/3" in err.getvalue()
     after_the_last_bar(err.getvalue(), "segdl: interrupted; run the same command again to resume")
+
+
+def test_the_bar_says_when_the_answer_came_over_http2() -> None:
+    out = io.StringIO()
+    listener = TqdmListener(file=out)
+    listener._loader.join()
+    listener.start(dataclasses.replace(INFO, protocol="HTTP/2"))
+    listener.progress(500, 1000, 1)
+    listener.finish(1000)
+    assert "1 conn, HTTP/2" in out.getvalue()
+
+
+def test_the_batch_bar_counts_the_hosts_that_spoke_http2() -> None:
+    out = io.StringIO()
+    listener = TqdmBatchListener(file=out)
+    listener._loader.join()
+    for i, (host, protocol) in enumerate(
+        [("a", "HTTP/2"), ("a", "HTTP/2"), ("b", "HTTP/2"), ("c", "HTTP/1.1")]
+    ):
+        url = f"https://{host}.example/{i}"
+        listener.item_done(ItemResult(i, url, None, "ok", 200, 10, protocol=protocol))
+    listener.batch_progress(4, 4, 40, 0, 2)
+    listener.close()
+    assert "HTTP/2: 2 hosts" in out.getvalue()

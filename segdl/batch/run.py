@@ -162,13 +162,16 @@ class Claims:
     def claim(self, path: str, url: str, index: int) -> tuple[str, int] | None:
         """None when `path` was free (it is now ours), else (url, item) of its holder."""
         with self._lock:
+            # One statement for the usual case (a free path); the holder only when taken.
+            added = self._db.execute(
+                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", (path, url, index)
+            ).rowcount
+            if added:
+                return None
             row = self._db.execute(
                 "SELECT url, item FROM claims WHERE path = ?", (path,)
             ).fetchone()
-            if row is not None:
-                return str(row[0]), int(row[1])
-            self._db.execute("INSERT INTO claims VALUES (?, ?, ?)", (path, url, index))
-            return None
+            return str(row[0]), int(row[1])
 
     def claim_item(self, key: str, record: Record) -> ItemResult | None:
         """Claims the journal `key` of an item named by its answer (the same URL and fields

@@ -120,6 +120,8 @@ def run_batch_command(
         counts[result.status] += 1
         if report is not None:
             report.item_done(result)
+        elif bar is not None:
+            bar.item_done(result)
         if result.result is not None:
             fetched += result.result.fetched
         if rows is not None:

@@ -17,8 +17,8 @@ all files in list order):
 
 (d), the Dask batch of 20,000 x 16 KiB, is the cluster scenario (cluster.py).
 
-segdl's flags are in SEGDL_ARGS below, one line per scenario: the one place to change when
-segdl gains `--streams`, `--http2` or `--http1.1` (or pass `--segdl-args NAME='ARGS'` to run.py).
+segdl's flags are in SEGDL_ARGS below, one line per scenario (or pass
+`--segdl-args NAME='ARGS'` to run.py).
 The TLS scenarios add `--ca-certificate CA` (curl `--cacert`, aria2c `--ca-certificate`).
 Every row also says which protocol nginx logged for its requests.
 """
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 SEGDL_ARGS: dict[str, list[str]] = {
     "req-loopback": ["-j", "16", "--per-host", "16", "-q"],
     "req-hosts": ["-j", "256", "--per-host", "8", "-q"],
-    "req-h2": ["-j", "256", "--per-host", "2", "-q"],
+    "req-h2": ["-j", "256", "--per-host", "2", "--streams", "64", "-q"],
 }
 # The issue's targets.
 TARGET_A_WALL = (1.3, 0.2)  # (a) segdl wall <= 1.3 x curl's + 0.2 s (interpreter start-up)

@@ -729,30 +729,16 @@ class CurlTransport:
         current = url
         loop = self.pool.loop
         for _ in range(self.options.max_redirects + 1):
-            if started is not None:
-                body, started = started, None  # the first hop, sent by `start_first`
-                with self.pool.answered.requesting(current, _untranslated):
-                    try:
-                        body.wait_headers()
-                    except BaseException:
-                        body.close()
-                        raise
-                if body.protocol == "HTTP/2":
-                    self.pool.multiplexed.add(origin(current))
-                target = redirect_target(current, body, seen, self.options)
-                if target is None:
-                    return body, current
-                body.close()
-                current = target
-                continue
-            if self._proxied(current):
-                raise _ViaProxy
-            headers = user_headers(self.options, self.url, self._origin, current)
-            if extra_headers:
-                headers.update(extra_headers)
-            if self.options.verify is False and origin(current)[0] == "https":
-                warn_insecure(current)
-            body = loop.submit(method, current, headers, http_version=self.options.http_version)
+            body, started = started, None  # the first hop may be sent by `start_first`
+            if body is None:
+                if self._proxied(current):
+                    raise _ViaProxy
+                headers = user_headers(self.options, self.url, self._origin, current)
+                if extra_headers:
+                    headers.update(extra_headers)
+                if self.options.verify is False and origin(current)[0] == "https":
+                    warn_insecure(current)
+                body = loop.submit(method, current, headers, http_version=self.options.http_version)
             with self.pool.answered.requesting(current, _untranslated):
                 try:
                     body.wait_headers()
