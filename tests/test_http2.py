@@ -114,8 +114,11 @@ def test_a_server_that_allows_fewer_streams_is_obeyed(
     assert len({record.connection for record in log}) == 1
 
 
+@pytest.mark.parametrize(
+    "asked", [{"transport": "curl"}, {"http_version": "2"}], ids=["libcurl", "http2"]
+)
 def test_a_big_file_over_http2_multiplexes_its_ranges(
-    nginx_h2: NginxServer, tmp_path: Path
+    nginx_h2: NginxServer, tmp_path: Path, asked: dict[str, str]
 ) -> None:
     data = os.urandom(24 * 1024 * KIB)
     (nginx_h2.root / "big.bin").write_bytes(data)
@@ -125,7 +128,7 @@ def test_a_big_file_over_http2_multiplexes_its_ranges(
         out,
         connections=4,
         verify=str(nginx_h2.ca_path),
-        transport="curl",
+        **asked,  # type: ignore[arg-type]
     )
     assert out.read_bytes() == data
     log = nginx_h2.requests()
@@ -156,6 +159,19 @@ def test_the_report_says_which_protocol_each_item_spoke(
         **{url: "HTTP/2" for url in urls[:3]},
         urls[3]: "HTTP/1.1",
     }
+
+
+def test_a_single_file_takes_the_socket_path_unless_asked(
+    nginx_h2: NginxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One file's requests are few: HTTP/1.1 ranges over sockets, as before libcurl."""
+    monkeypatch.delenv("SEGDL_TRANSPORT", raising=False)
+    data = os.urandom(8 * 1024 * KIB)
+    (nginx_h2.root / "one.bin").write_bytes(data)
+    out = tmp_path / "one.bin"
+    segdl.download(nginx_h2.url("one.bin"), out, connections=4, verify=str(nginx_h2.ca_path))
+    assert out.read_bytes() == data
+    assert {record.protocol for record in nginx_h2.requests()} == {"HTTP/1.1"}
 
 
 def test_the_python_transport_speaks_http1_to_the_same_server(

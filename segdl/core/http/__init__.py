@@ -41,19 +41,21 @@ __all__ = [
 ]
 
 
-def uses_curl(options: Options) -> bool:
-    """Whether per-request work goes through libcurl under `options`. Forcing "curl" where
-    it cannot serve is a UsageError; "auto" falls back quietly (see `describe`)."""
+def _choice(options: Options) -> str:
+    """ "auto", "curl" or "python": the options' choice, else the environment's."""
     choice = options.transport
     if choice == "auto":
         choice = os.environ.get("SEGDL_TRANSPORT", "auto").strip().lower() or "auto"
-    if choice == "python":
-        return False
-    if _CURL_MISSING is not None:
-        if choice == "curl":
-            raise UsageError(f"the libcurl transport is not available: {_CURL_MISSING}")
-        return False
-    return True
+    if choice == "curl" and _CURL_MISSING is not None:
+        raise UsageError(f"the libcurl transport is not available: {_CURL_MISSING}")
+    return choice
+
+
+def uses_curl(options: Options) -> bool:
+    """Whether a run's requests go through libcurl under `options`. Forcing "curl" where
+    it cannot serve is a UsageError; "auto" falls back quietly (see `describe`)."""
+    choice = _choice(options)
+    return choice == "curl" or (choice == "auto" and _CURL_MISSING is None)
 
 
 def curl_missing() -> str | None:
@@ -69,8 +71,13 @@ def describe() -> str:
 
 
 def open_transport(url: str, options: Options) -> Transport:
-    """A transport for one remote file with connections of its own (closed with it)."""
-    if uses_curl(options):
+    """A transport for one remote file with connections of its own (closed with it). Its
+    requests are few and its bytes many: the socket path serves it, unless libcurl is
+    asked for by name, or HTTP/2 is (`--http2`: its ranges then share one connection)."""
+    choice = _choice(options)
+    if choice == "curl" or (
+        choice == "auto" and options.http_version == "2" and _CURL_MISSING is None
+    ):
         return curl.CurlTransport(url, options)
     return RequestsTransport(url, options)
 
