@@ -12,7 +12,8 @@ and downloads it twice with `segdl.download` in a child process:
 
 For each it prints the child's CPU time, the rate over every 10 s window (sliding by 0.25 s)
 from the server's log and from segdl's own progress samples (every 0.1 s), relative to the
-limit. `--rcvbuf` makes the child set SO_RCVBUF on its http.client sockets (an experiment:
+limit. Under a limit segdl itself caps SO_RCVBUF of its range sockets at 128 KiB; `--rcvbuf`
+sets another size on every socket (an experiment:
 the kernel otherwise grows a slow reader's receive buffer to megabytes on loopback, which the
 server's log sees as bursts).
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import socket
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ import segdl
 from segdl.cli import bench
 from segdl.core.clock import Clock
 from segdl.core.fetch import Fetcher, Stop
+from segdl.core.http.transport import RequestsPool
 from segdl.core.limit import BURST, Bucket, Meter, Throttle
 from segdl.core.options import Options, parse_rate
 from segdl.core.retry import RetryPolicy
@@ -438,3 +440,25 @@ def test_bench_passes_the_limits_on(
     assert code == 130
     assert seen[0]["limit_rate"] == 3 * MiB
     assert seen[0]["limit_rate_per_host"] == 500 * KiB
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_under_a_limit_range_sockets_keep_a_small_receive_buffer(
+    keepalive_server: RangeHTTPServer, limited: bool
+) -> None:
+    """The kernel grows a slow reader's buffer to megabytes, and the server then sends in
+    bursts the limiter never sees: under a limit the range connections cap it."""
+    served = serve_file(keepalive_server, "/f.bin", b"x" * 100_000)
+    options = Options(limit_rate=1 << 20) if limited else Options()
+    pool = RequestsPool(options)
+    try:
+        asked = pool.lean.receive_buffer
+        response = pool.lean.send("GET", served.url, {})
+        size = response._conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        response.close()
+    finally:
+        pool.close()
+    if limited:
+        assert size == 2 * (128 << 10)  # socket(7): Linux doubles what was asked for
+    else:
+        assert asked is None  # autotuning owns it

@@ -116,8 +116,13 @@ class Connections:
         read_timeout: float,
         trust_env: bool,
         proxies: ProxySettings,
+        receive_buffer: int | None = None,
     ) -> None:
         self.connect_timeout = connect_timeout
+        # Under a speed limit: a small socket receive buffer, so that what the server sends
+        # follows what the limiter lets us read (the kernel would otherwise grow a slow
+        # reader's buffer to megabytes and let the server send in bursts).
+        self.receive_buffer = receive_buffer
         self.read_timeout = read_timeout
         self.trust_env = trust_env
         self._verify = verify
@@ -223,6 +228,9 @@ class Connections:
             conn.close()
             raise connect_error(exc, host, port) from exc
         conn.sock.settimeout(self.read_timeout)
+        if self.receive_buffer is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         return conn
 
     def send(self, method: str, url: str, headers: Mapping[str, str]) -> LeanResponse:
