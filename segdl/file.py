@@ -564,6 +564,9 @@ class Engine:
 
     # -- single stream --------------------------------------------------------------------------
     def _run_stream(self, info: RemoteInfo, final: Path) -> tuple[PartFile, int, int]:
+        first = self._first
+        if first is not None and first.in_memory and not self.throttle.limited:
+            return self._write_whole(info, final, first)
         part_path, control = companions(final)
         if self._first is None:
             # A single stream from zero cannot be resumed from a control file. (A batch's
@@ -597,6 +600,32 @@ class Engine:
             part.truncate(seg.pos)
         elif seg.pos != info.size:
             raise TruncatedError(f"only {seg.pos} of {info.size} bytes arrived")
+        return part, 0, 1
+
+    def _write_whole(
+        self, info: RemoteInfo, final: Path, body: ResponseBody
+    ) -> tuple[PartFile, int, int]:
+        """A first answer that came whole into memory (a small file, over libcurl): written in
+        one go, with no range job, worker or progress loop to wait for."""
+        self._first = None
+        part = PartFile.create(companions(final)[0], final)
+        self.listener.start(StartInfo(info.url, final, info.size, 1, 0, protocol=info.protocol))
+        seg = Segment(0, 0, info.size if info.size is not None else _UNKNOWN)
+        try:
+            self._pump_stream(
+                seg, body.readinto, thread_buffer(self.options.buffer_size), part, info.size
+            )
+        except Stop:
+            part.close()
+            raise Interrupted("interrupted") from None
+        except BaseException:
+            part.close()
+            raise
+        finally:
+            body.close()
+        if info.size is None:
+            part.truncate(seg.pos)
+        self.listener.progress(seg.pos, info.size, 0)
         return part, 0, 1
 
     def _stream_worker(
