@@ -57,7 +57,10 @@ from .semantics import (
     check_first_response,
     check_range_response,
     check_stream_response,
+    closed_on_error,
+    range_request,
     redirect_target,
+    stream_request,
     too_many_redirects,
     user_headers,
 )
@@ -768,13 +771,10 @@ class CurlTransport:
             body, final = self._request("GET", url, {"Range": "bytes=0-"}, started=started)
         except _ViaProxy:
             return self._bytes.open_first(url, accept=accept)
-        try:
+        with closed_on_error(body):
             length = check_first_response(body, accept)
             if body.status_code == 416:
                 body.read_all()
-        except BaseException:
-            body.close()
-            raise
         body.length = length
         return body, final
 
@@ -790,18 +790,13 @@ class CurlTransport:
         """GET `[start, stop)` (see `RequestsTransport.open_range`)."""
         if not self._multiplexed(url):
             return self._bytes.open_range(url, start, stop, total=total, validators=validators)
-        if not 0 <= start < stop <= total:
-            raise ValueError(f"bad range [{start}, {stop}) of {total}")
-        headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
+        headers = range_request(start, stop, total, validators)
         try:
             body, _ = self._request("GET", url, headers)
         except _ViaProxy:
             return self._bytes.open_range(url, start, stop, total=total, validators=validators)
-        try:
+        with closed_on_error(body):
             check_range_response(body, start, stop, total, validators)
-        except BaseException:
-            body.close()
-            raise
         body.length = stop - start
         return body
 
@@ -809,18 +804,12 @@ class CurlTransport:
         """GET the whole file or the rest from `offset` (see `RequestsTransport.open_stream`)."""
         if not self._multiplexed(url):
             return self._bytes.open_stream(url, offset, validators=validators)
-        headers = validators.request_headers() if offset else {}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
         try:
-            body, _ = self._request("GET", url, headers)
+            body, _ = self._request("GET", url, stream_request(offset, validators))
         except _ViaProxy:
             return self._bytes.open_stream(url, offset, validators=validators)
-        try:
+        with closed_on_error(body):
             length = check_stream_response(body, offset, validators)
-        except BaseException:
-            body.close()
-            raise
         body.length = length
         return body
 

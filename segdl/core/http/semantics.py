@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import http.client
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 from urllib.parse import urljoin, urlsplit
@@ -181,6 +182,31 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
     if last < first:
         return None
     return first, last, None if total == "*" else int(total)
+
+
+def range_request(start: int, stop: int, total: int, validators: Validators) -> dict[str, str]:
+    """The headers of a GET of `[start, stop)` of a `total`-byte file: the one place where a
+    half-open range becomes HTTP's inclusive `bytes=a-b`."""
+    if not 0 <= start < stop <= total:
+        raise ValueError(f"bad range [{start}, {stop}) of {total}")
+    return {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
+
+
+def stream_request(offset: int, validators: Validators) -> dict[str, str]:
+    """The headers of a GET of the whole file, or of its rest from `offset` on."""
+    if not offset:
+        return {}
+    return {"Range": f"bytes={offset}-", **validators.request_headers()}
+
+
+@contextmanager
+def closed_on_error(response: Response) -> Iterator[None]:
+    """Close `response` if the checks inside fail (its connection is not worth keeping)."""
+    try:
+        yield
+    except BaseException:
+        response.close()
+        raise
 
 
 def check_range_response(

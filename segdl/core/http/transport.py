@@ -46,7 +46,10 @@ from .semantics import (
     check_first_response,
     check_range_response,
     check_stream_response,
+    closed_on_error,
+    range_request,
     redirect_target,
+    stream_request,
     too_many_redirects,
     user_headers,
 )
@@ -465,16 +468,11 @@ class RequestsTransport:
         Raises RangeIgnoredError for a 200, RemoteChangedError when the file changed, and
         ProtocolViolation for any 206 that is not exactly the range asked for.
         """
-        if not 0 <= start < stop <= total:
-            raise ValueError(f"bad range [{start}, {stop}) of {total}")
-        headers = {"Range": f"bytes={start}-{stop - 1}", **validators.request_headers()}
+        headers = range_request(start, stop, total, validators)
         # Lean: a run that stops cuts a range request still waiting for its answer.
         response, _ = self.request("GET", url, headers, lean=True)
-        try:
+        with closed_on_error(response):
             check_range_response(response, start, stop, total, validators)
-        except BaseException:
-            response.close()
-            raise
         return RequestsBody(response, stop - start)
 
     def start_first(
@@ -498,13 +496,10 @@ class RequestsTransport:
         `accept`, the Content-Type must match one of its patterns before a byte is read.
         """
         response, final = self.request("GET", url, {"Range": "bytes=0-"}, lean=True)
-        try:
+        with closed_on_error(response):
             length = check_first_response(response, accept)
             if response.status_code == 416:
                 response.content  # noqa: B018 - read the error body: the connection stays usable
-        except BaseException:
-            response.close()
-            raise
         return RequestsBody(response, length), final
 
     def open_stream(self, url: str, offset: int, *, validators: Validators) -> RequestsBody:
@@ -513,16 +508,10 @@ class RequestsTransport:
         A resumed stream must come back as a 206 starting exactly at `offset`; anything else
         raises, and the caller starts again from zero.
         """
-        headers = validators.request_headers() if offset else {}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
         # Lean: a batch that stops cuts a request still waiting for its answer.
-        response, _ = self.request("GET", url, headers, lean=True)
-        try:
+        response, _ = self.request("GET", url, stream_request(offset, validators), lean=True)
+        with closed_on_error(response):
             length = check_stream_response(response, offset, validators)
-        except BaseException:
-            response.close()
-            raise
         return RequestsBody(response, length)
 
 
