@@ -216,10 +216,6 @@ class CurlBody:
                 return True
             return False
 
-    @property
-    def _waiting_for_reader(self) -> bool:
-        return self._paused
-
     # -- the caller's side -------------------------------------------------------------------
     def wait_headers(self) -> None:
         """Block until the answer's headers are in; raises the transfer's error."""
@@ -451,14 +447,15 @@ class CurlLoop:
             with contextlib.suppress(pycurl.error):
                 easy.pause(pycurl.PAUSE_CONT)
 
-    def cancel(self, body: CurlBody) -> None:
+    def cancel(self, body: CurlBody, error: SegdlError | None = None) -> None:
+        """End `body`'s transfer where it is, with `error` (by default: it was cut)."""
         easy = body._easy
         if easy is None:
             return
         self._running.discard(body)
         self._multi.remove_handle(easy)
         self._release(easy)
-        body._finish(TruncatedError("connection broke off: the transfer was cut"))
+        body._finish(error or TruncatedError("connection broke off: the transfer was cut"))
 
     def _abort_all(self) -> None:
         for body in list(self._running):
@@ -558,16 +555,11 @@ class CurlLoop:
     def _stalls(self, now: float) -> None:
         limit = self.options.timeout
         for body in list(self._running):
-            if body._waiting_for_reader:
-                continue
+            if body._paused:
+                continue  # waiting for its reader, not for the server
             if now - body.last_activity > limit:
                 address = "{}:{}".format(*origin(body.url)[1:])
-                self._running.discard(body)
-                easy = body._easy
-                if easy is not None:
-                    self._multi.remove_handle(easy)
-                    self._release(easy)
-                body._finish(TimeoutError_(f"read timeout: {address} went silent"))
+                self.cancel(body, TimeoutError_(f"read timeout: {address} went silent"))
 
     def _shutdown(self) -> None:
         for body in list(self._running):
@@ -690,7 +682,6 @@ class CurlTransport:
         self.options = options
         self._own = pool is None
         self.pool = pool if pool is not None else CurlPool(options)
-        self._origin = origin(url)
         self._bytes = RequestsTransport(url, options, self.pool.bytes_pool)
 
     def _proxied(self, url: str) -> bool:
@@ -714,7 +705,7 @@ class CurlTransport:
         when the request must go the blocking way (through a proxy)."""
         if self._proxied(url):
             return None
-        headers = user_headers(self.options, self.url, self._origin, url)
+        headers = user_headers(self.options, self.url, url)
         headers["Range"] = "bytes=0-"
         return self.pool.loop.submit(
             "GET", url, headers, http_version=self.options.http_version, on_settled=on_settled
@@ -736,7 +727,7 @@ class CurlTransport:
             if body is None:
                 if self._proxied(current):
                     raise _ViaProxy
-                headers = user_headers(self.options, self.url, self._origin, current)
+                headers = user_headers(self.options, self.url, current)
                 if extra_headers:
                     headers.update(extra_headers)
                 if self.options.verify is False and origin(current)[0] == "https":

@@ -22,7 +22,7 @@ from ...errors import (
     RemoteChangedError,
 )
 from ..options import Options
-from ..urls import Origin, origin
+from ..urls import origin
 
 # Response headers: requests' case-insensitive dict, or http.client's message (both `.get`).
 Headers: TypeAlias = "Mapping[str, str] | http.client.HTTPMessage"
@@ -89,13 +89,13 @@ def strong_etag(value: str | None) -> str | None:
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def user_headers(options: Options, user_url: str, home: Origin, url: str) -> dict[str, str]:
+def user_headers(options: Options, user_url: str, url: str) -> dict[str, str]:
     """The request headers every transport sends to `url`: the User-Agent; the user's own
-    (`-H`) only on the user's origin `home` (that of `user_url`) unless `--location-trusted`;
+    (`-H`) only on the origin of the URL the user gave unless `--location-trusted`;
     the cookies that belong there; and always `Accept-Encoding: identity` (a range of an
     encoded body would be a range of something else)."""
     headers = {"User-Agent": options.user_agent}
-    if options.location_trusted or origin(url) == home:
+    if options.location_trusted or origin(url) == origin(user_url):
         for name, value in options.headers:
             if name.lower() == "user-agent":
                 headers.pop("User-Agent", None)  # -H User-Agent: the user's own wins

@@ -373,7 +373,6 @@ class RequestsTransport:
         self._own_sessions = self.sessions is None
         if self.sessions is None:
             self.sessions = RequestsPool(self.options)
-        self._origin = origin(self.url)
 
     # -- sessions -----------------------------------------------------------------------------
     def session(self) -> requests.Session:
@@ -400,7 +399,7 @@ class RequestsTransport:
     # -- requests -----------------------------------------------------------------------------
     def headers_for(self, url: str) -> dict[str, str]:
         """The headers of a request to `url` (see `semantics.user_headers`)."""
-        return user_headers(self.options, self.url, self._origin, url)
+        return user_headers(self.options, self.url, url)
 
     def request(
         self,
