@@ -323,7 +323,7 @@ class _Flight:
 
 
 def _nothing() -> None:
-    """The slot of an answer that came whole, given back already."""
+    """Nothing to do: a slot given back already, a driver with no handoffs to count."""
 
 
 class _ToDrivers(Exception):
@@ -334,7 +334,8 @@ class _Handoffs:
     """Items the flights driver passes to the item drivers: with their first GET sent (a
     large file, a redirect, an error to retry), or not (a mirror to try next)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_done: Callable[[], None]) -> None:
+        self._on_done = on_done  # the flights driver counts these among the files in flight
         self._items: deque[tuple[_Item, _Flight | None]] = deque()
         self._cond = threading.Condition()
         self._busy = 0
@@ -358,11 +359,12 @@ class _Handoffs:
     def done(self) -> None:
         with self._cond:
             self._busy -= 1
+        self._on_done()
 
-    def idle(self) -> bool:
-        """Nothing waits here and no driver works on a handoff."""
+    def load(self) -> int:
+        """Items handed over and not finished yet (waiting, or in a driver's hands)."""
         with self._cond:
-            return not self._items and not self._busy
+            return len(self._items) + self._busy
 
     def end(self) -> list[_Flight]:
         """No more handoffs; the flights never taken, for the caller to close."""
@@ -471,7 +473,7 @@ class Batch:
             target=self._feed, args=(records, lookahead, claims), name="segdl-feeder", daemon=True
         )
         if self._flights:
-            handoffs = _Handoffs()
+            handoffs = _Handoffs(self._wake.set)
             drivers = [
                 threading.Thread(
                     target=self._drive_flights,
@@ -482,8 +484,13 @@ class Batch:
             ]
             drivers += [
                 threading.Thread(
-                    target=self._drive_handoffs,
-                    args=(lookahead, claims, handoffs),
+                    target=self._drive,
+                    args=(
+                        functools.partial(handoffs.take, self._stop),
+                        lookahead,
+                        claims,
+                        handoffs.done,
+                    ),
                     name=f"segdl-driver-{i}",
                     daemon=True,
                 )
@@ -493,7 +500,7 @@ class Batch:
             drivers = [
                 threading.Thread(
                     target=self._drive,
-                    args=(lookahead, claims),
+                    args=(functools.partial(self._next, lookahead), lookahead, claims),
                     name=f"segdl-driver-{i}",
                     daemon=True,
                 )
@@ -680,24 +687,40 @@ class Batch:
         return None
 
     # -- the drivers --------------------------------------------------------------------------
-    def _drive(self, lookahead: _Lookahead, claims: Claims) -> None:
+    def _drive(
+        self,
+        take: Callable[[], tuple[_Item, _Flight | None] | None],
+        lookahead: _Lookahead,
+        claims: Claims,
+        done: Callable[[], None] = _nothing,
+    ) -> None:
+        """An item driver: runs each item `take` gives (with its first GET, if sent already)
+        to its result, until `take` gives None; `done` after each."""
         try:
             while not self._stop.is_set():
-                item = lookahead.take(self._stop)
-                if item is None:
+                taken = take()
+                if taken is None:
                     return
+                item, flight = taken
                 try:
-                    result = self._fetch(item, claims)
+                    result = self._fetch(item, claims, flight=flight)
                 except Requeue:
                     # Its host asked for a pause: this driver serves other hosts meanwhile.
                     lookahead.put_back(item)
                     continue
+                finally:
+                    done()
                 if result is not None:
                     self._put(result)
         except BaseException as exc:  # a full disk, a journal that cannot be written, a bug
             self._fail(exc)
         finally:
             self._results.put(None)
+
+    def _next(self, lookahead: _Lookahead) -> tuple[_Item, None] | None:
+        """The next item of the lookahead, for a driver that sends its first GET itself."""
+        item = lookahead.take(self._stop)
+        return None if item is None else (item, None)
 
     def _drive_flights(self, lookahead: _Lookahead, claims: Claims, handoffs: _Handoffs) -> None:
         """The first GETs of up to `files_in_flight` items in flight at once, on one thread:
@@ -729,13 +752,14 @@ class Batch:
                         landed.append(flight)
                     else:
                         handoffs.put(flight.item, flight)  # to finish the blocking way
-                while len(flights) < self.batch.files_in_flight:
+                # Files in flight: these first GETs and the items handed over.
+                while len(flights) + handoffs.load() < self.batch.files_in_flight:
                     item = lookahead.try_take()
                     if item is None or not self._launch(item, flights, on_settled, handoffs):
                         break
                 for flight in landed:
                     self._land(flight, claims, lookahead, handoffs)
-                if not flights and handoffs.idle() and lookahead.drained():
+                if not flights and not handoffs.load() and lookahead.drained():
                     return
                 if not landed:
                     wake.wait(_TICK)
@@ -790,28 +814,6 @@ class Batch:
             return
         if result is not None:
             self._put(result)
-
-    def _drive_handoffs(self, lookahead: _Lookahead, claims: Claims, handoffs: _Handoffs) -> None:
-        """An item driver beside the flights driver: runs the items it hands over."""
-        try:
-            while not self._stop.is_set():
-                taken = handoffs.take(self._stop)
-                if taken is None:
-                    return
-                item, flight = taken
-                try:
-                    result = self._fetch(item, claims, flight=flight)
-                except Requeue:
-                    lookahead.put_back(item)  # its host paused it: the flights driver waits
-                    continue
-                finally:
-                    handoffs.done()
-                if result is not None:
-                    self._put(result)
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._results.put(None)
 
     def _fetch(
         self,
